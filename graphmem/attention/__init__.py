@@ -1,0 +1,58 @@
+"""graphmem's functional attention core: score -> normalize -> read, dense or sparse.
+
+Knows nothing of graphs as data, memories or training; every layer in :mod:`graphmem.nn`
+and :mod:`graphmem.memory` is built from these pieces.
+"""
+
+from graphmem.attention.core import NORMALIZERS, attention, normalize
+from graphmem.attention.hard import gumbel_softmax, hard_softmax, straight_through
+from graphmem.attention.read import combine_heads, dense_read, sparse_read
+from graphmem.attention.score import (
+    additive_score,
+    bilinear_score,
+    cosine_score,
+    decomposed_additive_score,
+    dot_score,
+    scaled_dot_score,
+)
+from graphmem.attention.scorers import (
+    SCORES,
+    AdditiveScore,
+    BilinearScore,
+    CosineScore,
+    DotScore,
+    ScaledDotScore,
+    Score,
+    make_score,
+)
+from graphmem.attention.softmax import masked_softmax, segment_max, segment_softmax, segment_sum
+
+__all__ = [
+    "NORMALIZERS",
+    "SCORES",
+    "AdditiveScore",
+    "BilinearScore",
+    "CosineScore",
+    "DotScore",
+    "ScaledDotScore",
+    "Score",
+    "additive_score",
+    "attention",
+    "bilinear_score",
+    "combine_heads",
+    "cosine_score",
+    "decomposed_additive_score",
+    "dense_read",
+    "dot_score",
+    "gumbel_softmax",
+    "hard_softmax",
+    "make_score",
+    "masked_softmax",
+    "normalize",
+    "scaled_dot_score",
+    "segment_max",
+    "segment_softmax",
+    "segment_sum",
+    "sparse_read",
+    "straight_through",
+]

@@ -1,0 +1,137 @@
+"""Score functions: the first step of attention, logits from queries and keys.
+
+Every score function serves both layouts through one signature:
+
+* **dense** (``edge_index is None``): every query sees every key.
+  ``query`` is ``(..., L_q, D)``, ``key`` is ``(..., L_k, D)``, logits are ``(..., L_q, L_k)``.
+* **sparse** (``edge_index`` of shape ``(2, E)``): query ``i`` sees key ``j`` only for an
+  edge ``(j, i)``; row 0 holds keys (sources), row 1 queries (targets), as in PyG.
+  ``query`` is ``(N_q, *, D)``, ``key`` is ``(N_k, *, D)``, logits are ``(E, *)``, where ``*``
+  is any number of shared dimensions, typically heads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _per_pair(query_term: Tensor, key_term: Tensor, edge_index: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Aligns per-query and per-key terms so that adding them gives one value per pair.
+
+    Dense: ``(..., L_q)`` and ``(..., L_k)`` become ``(..., L_q, 1)`` and ``(..., 1, L_k)``.
+    Sparse: both are gathered along the edge list into ``(E, *)``.
+    """
+    if edge_index is None:
+        return query_term.unsqueeze(-1), key_term.unsqueeze(-2)
+    return query_term[edge_index[1]], key_term[edge_index[0]]
+
+
+def dot_score(query: Tensor, key: Tensor, edge_index: Tensor | None = None) -> Tensor:
+    r"""Dot-product score :math:`s(k, q) = k^\top q` (Luong et al. 2015)."""
+    if edge_index is None:
+        return query @ key.transpose(-1, -2)
+    return (query[edge_index[1]] * key[edge_index[0]]).sum(-1)
+
+
+def scaled_dot_score(query: Tensor, key: Tensor, edge_index: Tensor | None = None) -> Tensor:
+    r"""Scaled dot-product score :math:`s(k, q) = k^\top q / \sqrt{D}` (Vaswani et al. 2017).
+
+    The scaling keeps the logits' variance independent of ``D`` so that softmax does not
+    saturate as the feature size grows.
+    """
+    return dot_score(query, key, edge_index) / math.sqrt(query.size(-1))
+
+
+def bilinear_score(query: Tensor, key: Tensor, weight: Tensor, edge_index: Tensor | None = None) -> Tensor:
+    r"""Bilinear ("general") score :math:`s(k, q) = k^\top W q` (Luong et al. 2015).
+
+    ``weight`` is ``(..., D_k, D_q)`` and broadcasts against the leading dimensions of
+    ``query`` (e.g. ``(H, D_k, D_q)`` for one matrix per head in the sparse layout).
+    """
+    projected = torch.einsum("...q,...kq->...k", query, weight)
+    return dot_score(projected, key, edge_index)
+
+
+def _unit(x: Tensor, eps: float) -> Tensor:
+    # sqrt(|x|^2 + eps^2) keeps both the value and its gradient finite for an all-zero row,
+    # which is how an NTM memory starts.
+    return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps * eps)
+
+
+def cosine_score(
+    query: Tensor,
+    key: Tensor,
+    beta: Tensor | float = 1.0,
+    edge_index: Tensor | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
+    r"""Cosine similarity times key strength, :math:`s(k, q) = \beta\, k^\top q / (\lVert k\rVert \lVert q\rVert)`.
+
+    The content addressing of the Neural Turing Machine (Graves et al. 2014). ``beta`` is a
+    number or a tensor with one strength per query, shaped like ``query`` without its last
+    dimension. Zero vectors score 0 rather than NaN.
+    """
+    scores = dot_score(_unit(query, eps), _unit(key, eps), edge_index)
+    if isinstance(beta, Tensor):
+        beta = beta.unsqueeze(-1) if edge_index is None else beta[edge_index[1]]
+    return beta * scores
+
+
+def additive_score(
+    query: Tensor,
+    key: Tensor,
+    weight: Tensor,
+    edge_index: Tensor | None = None,
+    activation: Callable[[Tensor], Tensor] = torch.tanh,
+) -> Tensor:
+    r"""Additive score :math:`s(k, q) = v^\top \tanh(k + q)` (Bahdanau et al. 2015).
+
+    ``query`` and ``key`` are already projected (:math:`Uq`, :math:`Wk`) to the same size
+    ``D``; ``weight`` is :math:`v`, shape ``(..., D)`` broadcasting against the shared
+    dimensions. The dense layout builds an ``(..., L_q, L_k, D)`` tensor; when the
+    activation comes after the sum of per-node terms (GAT), use
+    :func:`decomposed_additive_score`, which never does.
+    """
+    if edge_index is None:
+        hidden = query.unsqueeze(-2) + key.unsqueeze(-3)
+        return (activation(hidden) * weight.unsqueeze(-2)).sum(-1)
+    hidden = query[edge_index[1]] + key[edge_index[0]]
+    return (activation(hidden) * weight).sum(-1)
+
+
+def decomposed_additive_score(
+    query: Tensor | None,
+    key: Tensor,
+    att_query: Tensor,
+    att_key: Tensor,
+    edge_index: Tensor | None = None,
+    bias: Tensor | None = None,
+    negative_slope: float = 0.2,
+) -> Tensor:
+    r"""GAT's additive score in its fast, decomposed form (Veličković et al. 2018).
+
+    .. math::
+        s(k_j, q_i) = \mathrm{LeakyReLU}\big(a_q^\top q_i + a_k^\top k_j + b_{ij}\big),
+
+    which equals :math:`\mathrm{LeakyReLU}(a^\top [q_i \Vert k_j])` with
+    :math:`a = [a_q \Vert a_k]`. The two dot products are computed once per node and only
+    their sums are formed per pair. ``att_query``/``att_key`` broadcast against
+    ``query``/``key`` (``(1, H, D)`` for ``(N, H, D)`` inputs); ``bias`` is an optional
+    per-pair term such as GAT's edge-feature logit, added before the activation.
+    ``query`` may be ``None`` (PyG's bipartite input without target features): then
+    only key and bias terms count.
+    """
+    key_term = (key * att_key).sum(-1)
+    if query is None:
+        pair = key_term.unsqueeze(-2) if edge_index is None else key_term[edge_index[0]]
+    else:
+        query_term, key_term = _per_pair((query * att_query).sum(-1), key_term, edge_index)
+        pair = query_term + key_term
+    if bias is not None:
+        pair = pair + bias
+    return F.leaky_relu(pair, negative_slope)

@@ -1,0 +1,20 @@
+"""Data: loaders, splits and LightningDataModules for real benchmark data and procedural tasks."""
+
+from graphmem.data.download import DataFileError, fetch
+from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
+from graphmem.data.molecule_datamodule import MoleculeDataModule
+from graphmem.data.splits import make_split, random_split, scaffold_split
+
+__all__ = [
+    "MOLECULENET",
+    "DataFileError",
+    "MoleculeDataModule",
+    "MoleculeSet",
+    "SmilesError",
+    "fetch",
+    "load_moleculenet",
+    "make_split",
+    "random_split",
+    "scaffold_split",
+    "smiles_to_graph",
+]

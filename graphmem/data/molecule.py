@@ -1,0 +1,179 @@
+"""MoleculeNet property data (Tox21, ClinTox, SIDER, BBBP, BACE, HIV, ToxCast) as PyG graphs.
+
+Molecules are featurised as in OGB (:func:`ogb.utils.features.atom_to_feature_vector`:
+9 categorical atom features, 3 categorical bond features, both bond directions), so that
+``ogb.graphproppred.mol_encoder.AtomEncoder``/``BondEncoder`` embed them. Missing labels are
+``NaN``. SMILES that RDKit cannot read, or that hold no atom, are skipped and reported,
+never silently dropped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from ogb.utils.features import atom_to_feature_vector, bond_to_feature_vector
+from rdkit import Chem, RDLogger
+from torch_geometric.data import Data
+
+from graphmem.data.download import DataFileError, fetch
+
+MOLECULENET_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
+
+
+@dataclass(frozen=True)
+class MoleculeNetSpec:
+    """Where a MoleculeNet set lives and which columns hold what (``tasks=None``: all but SMILES)."""
+
+    filename: str
+    tasks: tuple[str, ...] | None
+    smiles_column: str = "smiles"
+
+    @property
+    def url(self) -> str:
+        return MOLECULENET_URL + self.filename
+
+
+TOX21_TASKS = ("NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-LBD", "NR-PPAR-gamma",
+               "SR-ARE", "SR-ATAD5", "SR-HSE", "SR-MMP", "SR-p53")
+
+MOLECULENET: dict[str, MoleculeNetSpec] = {
+    "tox21": MoleculeNetSpec("tox21.csv.gz", TOX21_TASKS),
+    "clintox": MoleculeNetSpec("clintox.csv.gz", ("FDA_APPROVED", "CT_TOX")),
+    "sider": MoleculeNetSpec("sider.csv.gz", None),
+    "bbbp": MoleculeNetSpec("BBBP.csv", ("p_np",)),
+    "bace": MoleculeNetSpec("bace.csv", ("Class",), smiles_column="mol"),
+    "hiv": MoleculeNetSpec("HIV.csv", ("HIV_active",)),
+    "toxcast": MoleculeNetSpec("toxcast_data.csv.gz", None),
+}
+ID_COLUMNS = ("mol_id", "num", "name")
+
+
+class SmilesError(ValueError):
+    """A SMILES string that cannot become a molecule graph."""
+
+
+def smiles_to_graph(smiles: str) -> Data:
+    """One molecule as a PyG graph with OGB features.
+
+    Returns ``Data(x=(N, 9) long, edge_index=(2, 2B) long, edge_attr=(2B, 3) long, smiles=...)``
+    with each bond in both directions. Raises :class:`SmilesError` for an unreadable or empty
+    SMILES.
+    """
+    if not isinstance(smiles, str) or not smiles.strip():
+        raise SmilesError("empty SMILES")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        raise SmilesError(f"RDKit cannot parse SMILES {smiles!r}")
+    if mol.GetNumAtoms() == 0:
+        raise SmilesError(f"SMILES {smiles!r} has no atoms")
+    x = torch.tensor([atom_to_feature_vector(atom) for atom in mol.GetAtoms()], dtype=torch.long)
+    pairs, features = [], []
+    for bond in mol.GetBonds():
+        i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+        feature = bond_to_feature_vector(bond)
+        pairs += [(i, j), (j, i)]
+        features += [feature, feature]
+    edge_index = torch.tensor(pairs, dtype=torch.long).t().reshape(2, -1)
+    edge_attr = torch.tensor(features, dtype=torch.long).reshape(-1, 3)
+    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, smiles=smiles)
+
+
+@dataclass
+class SkippedRow:
+    """A row of a data file that did not become a graph, and why."""
+
+    row: int
+    smiles: str
+    reason: str
+
+
+@dataclass
+class MoleculeSet:
+    """Graphs and labels of one MoleculeNet set; ``graphs[i].y`` is ``(1, T)`` with ``NaN`` for missing."""
+
+    name: str
+    tasks: tuple[str, ...]
+    graphs: list[Data]
+    rows: list[int]
+    skipped: list[SkippedRow] = field(default_factory=list)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.graphs)
+
+    @property
+    def smiles(self) -> list[str]:
+        return [g.smiles for g in self.graphs]
+
+    def summary(self) -> str:
+        line = f"{self.name}: {len(self.graphs)} molecules, {len(self.tasks)} tasks"
+        if self.skipped:
+            examples = "; ".join(f"row {s.row}: {s.reason}" for s in self.skipped[:3])
+            line += f", {len(self.skipped)} rows skipped ({examples}{'; ...' if len(self.skipped) > 3 else ''})"
+        return line
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Reads a (possibly gzipped) CSV; a truncated or corrupted file gives :class:`DataFileError`."""
+    try:
+        return pd.read_csv(path, compression="infer")
+    except (EOFError, OSError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise DataFileError(
+            f"{path} is truncated or corrupted ({type(error).__name__}: {error}); delete it and "
+            f"download it again"
+        ) from error
+
+
+def molecules_from_table(table: pd.DataFrame, name: str, spec: MoleculeNetSpec, path: Path | None = None) -> MoleculeSet:
+    """Featurises every row of a MoleculeNet table; unreadable molecules are skipped and counted."""
+    if spec.smiles_column not in table.columns:
+        raise DataFileError(f"{path or name}: no {spec.smiles_column!r} column (columns: {list(table.columns)})")
+    tasks = spec.tasks or tuple(c for c in table.columns if c != spec.smiles_column and c not in ID_COLUMNS)
+    missing = [t for t in tasks if t not in table.columns]
+    if missing:
+        raise DataFileError(f"{path or name}: task columns {missing} are missing (columns: {list(table.columns)})")
+    labels = torch.tensor(table[list(tasks)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32"))
+    graphs, rows, skipped = [], [], []
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        for row, smiles in enumerate(table[spec.smiles_column].tolist()):
+            try:
+                graph = smiles_to_graph(smiles)
+            except SmilesError as error:
+                skipped.append(SkippedRow(row, str(smiles), str(error)))
+                continue
+            graph.y = labels[row].unsqueeze(0)
+            graphs.append(graph)
+            rows.append(row)
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    return MoleculeSet(name, tuple(tasks), graphs, rows, skipped, path)
+
+
+def moleculenet_path(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The local file of MoleculeNet set ``name``, downloaded when it is nowhere local."""
+    key = name.lower()
+    if key not in MOLECULENET:
+        raise ValueError(f"unknown MoleculeNet set {name!r}; choose one of {sorted(MOLECULENET)}")
+    spec = MOLECULENET[key]
+    return fetch(f"moleculenet/{spec.filename}", spec.url, root)
+
+
+def load_moleculenet(name: str, root: str | os.PathLike | None = None) -> MoleculeSet:
+    """Loads MoleculeNet set ``name`` (see :data:`MOLECULENET`), from the mirror, the cache, or the web.
+
+    Skipped rows are in ``.skipped`` and announced with a warning.
+    """
+    key = name.lower()
+    path = moleculenet_path(key, root)
+    molecules = molecules_from_table(read_table(path), key, MOLECULENET[key], path)
+    if molecules.skipped:
+        warnings.warn(molecules.summary(), stacklevel=2)
+    return molecules

@@ -1,0 +1,77 @@
+"""LightningDataModule for MoleculeNet property prediction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch_geometric.loader import DataLoader
+
+from graphmem.data.molecule import MoleculeSet, load_moleculenet, moleculenet_path
+from graphmem.data.splits import make_split
+
+
+class MoleculeDataModule(L.LightningDataModule):
+    """MoleculeNet set ``dataset`` split into train / validation / test and batched as PyG ``Batch``es.
+
+    Args:
+        dataset: ``tox21``, ``clintox``, ``sider``, ``bbbp``, ``bace``, ``hiv`` or ``toxcast``.
+        split: ``random`` (seeded by ``split_seed``) or ``scaffold``.
+        fractions: train, validation and test fractions.
+        split_seed: seed of the random split.
+        batch_size: molecules per batch.
+        num_workers: data loader workers.
+        root: a folder holding ``moleculenet/<file>`` (defaults to ``$GRAPHMEM_DATA``, then
+            the download cache).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "tox21",
+        split: str = "random",
+        fractions: Sequence[float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        root: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.molecules: MoleculeSet | None = None
+        self.splits: dict[str, list] = {}
+
+    def prepare_data(self) -> None:
+        # Download once per node, before the processes of a multi-device run read the file.
+        moleculenet_path(self.hparams.dataset, self.hparams.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.molecules is not None:
+            return
+        self.molecules = load_moleculenet(self.hparams.dataset, self.hparams.root)
+        train, valid, test = make_split(self.hparams.split, self.molecules.smiles, self.hparams.fractions,
+                                        self.hparams.split_seed)
+        graphs = self.molecules.graphs
+        self.splits = {name: [graphs[i] for i in idx] for name, idx in
+                       (("train", train), ("valid", valid), ("test", test))}
+        rank_zero_info(f"{self.molecules.summary()}; {self.hparams.split} split "
+                       f"{len(train)}/{len(valid)}/{len(test)}")
+
+    @property
+    def num_tasks(self) -> int:
+        if self.molecules is None:
+            self.setup()
+        return len(self.molecules.tasks)
+
+    def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

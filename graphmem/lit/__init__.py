@@ -1,0 +1,7 @@
+"""LightningModules per task kind."""
+
+from graphmem.lit.callbacks import EpochSummary
+from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
+from graphmem.lit.metrics import multitask_roc_auc
+
+__all__ = ["EpochSummary", "GraphPropertyTask", "masked_bce_with_logits", "multitask_roc_auc"]

@@ -1,0 +1,95 @@
+"""LightningModule for graph-level (multi-task binary) property prediction."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+
+from graphmem.lit.metrics import multitask_roc_auc
+
+
+def masked_bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy averaged over the labelled entries; ``NaN`` targets are missing labels."""
+    labelled = ~torch.isnan(target)
+    if not bool(labelled.any()):
+        return logits.sum() * 0.0
+    return F.binary_cross_entropy_with_logits(logits[labelled], target[labelled])
+
+
+class GraphPropertyTask(L.LightningModule):
+    """Trains any graph model ``Batch -> (G, T) logits`` on ``T`` binary tasks with missing labels.
+
+    Logs ``{train,val,test}_loss`` and ``{val,test}_roc_auc`` (mean over tasks, OGB's
+    convention), and per-task ``test_roc_auc/<task index>``.
+
+    Args:
+        model: the network, e.g. :class:`graphmem.models.MoleculeGAT`.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        cosine_epochs: when set, cosine-anneal the learning rate over this many epochs.
+    """
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
+                 cosine_epochs: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.model(batch)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss = masked_bce_with_logits(self(batch), batch.y)
+        self.log("train_loss", loss, batch_size=batch.num_graphs, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        logits = self(batch)
+        self.log(f"{stage}_loss", masked_bce_with_logits(logits, batch.y), batch_size=batch.num_graphs,
+                 sync_dist=True)
+        self._outputs[stage].append((batch.y.detach().cpu(), logits.detach().cpu()))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return torch.sigmoid(self(batch))
+
+    def _gathered(self, stage: str) -> tuple[Tensor, Tensor]:
+        outputs, self._outputs[stage] = self._outputs[stage], []
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            everything: list = [None] * dist.get_world_size()
+            dist.all_gather_object(everything, outputs)
+            outputs = [pair for part in everything for pair in part]
+        return torch.cat([y for y, _ in outputs]), torch.cat([s for _, s in outputs])
+
+    def _log_roc_auc(self, stage: str) -> None:
+        if not self._outputs[stage] or self.trainer.sanity_checking:
+            self._outputs[stage] = []
+            return
+        mean, per_task = multitask_roc_auc(*self._gathered(stage))
+        self.log(f"{stage}_roc_auc", mean, prog_bar=True, rank_zero_only=True)
+        if stage == "test":
+            for task, value in enumerate(per_task):
+                self.log(f"test_roc_auc/{task}", value, rank_zero_only=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_roc_auc("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_roc_auc("test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if not self.hparams.cosine_epochs:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.hparams.cosine_epochs)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -1,0 +1,206 @@
+"""The Neural Turing Machine (Graves et al. 2014), batched."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from graphmem.memory.controller import ControllerState, FeedForwardController, LSTMController
+from graphmem.memory.heads import ReadHeads, WriteHeads
+
+MEMORY_INITS: tuple[str, ...] = ("constant", "learned", "random")
+CONTROLLERS: tuple[str, ...] = ("lstm", "feedforward")
+
+
+class NTMState(NamedTuple):
+    """Everything an NTM carries from one step to the next."""
+
+    controller: ControllerState
+    memory: Tensor  #: ``(B, N, M)``
+    reads: Tensor  #: ``(B, K_r, M)`` last read vectors
+    read_weights: Tensor  #: ``(B, K_r, N)``
+    write_weights: Tensor  #: ``(B, K_w, N)``
+
+
+class NTMCell(nn.Module):
+    r"""One step of a Neural Turing Machine.
+
+    .. math::
+        h_t = \mathrm{controller}([x_t \Vert r_{t-1}]), \quad
+        M_t = \mathrm{write}(M_{t-1}, w^{w}_t, e_t, a_t), \quad
+        r_t = \textstyle\sum_i w^{r}_t(i) M_t(i), \quad
+        y_t = W_o [h_t \Vert r_t]
+
+    where every weighting :math:`w_t` comes from the four addressing steps (content,
+    interpolation, circular shift, sharpening) driven by :math:`h_t`. The write happens
+    before the read, so a read at step ``t`` sees what was written at ``t``.
+
+    Args:
+        input_size: features per step of ``x``.
+        output_size: features per step of ``y`` (logits; the copy task applies a sigmoid).
+        memory_size: rows ``N``.
+        memory_width: columns ``M``.
+        controller: ``"lstm"`` or ``"feedforward"``.
+        controller_size: controller width.
+        controller_layers: controller depth.
+        read_heads: ``K_r``.
+        write_heads: ``K_w``.
+        shift_range: ``R``, shifts ``-R .. R``.
+        memory_init: ``"constant"`` (every cell ``init_value``; Collier & Beel 2018 found it
+            converges fastest), ``"learned"`` (a learned ``N x M`` matrix) or ``"random"``
+            (fresh :math:`\mathcal{N}(0, 1/M)` draws at every reset).
+        init_value: the constant of ``memory_init="constant"``.
+        clip: controller outputs are clipped to ``[-clip, clip]`` (``None`` to disable).
+
+    Shapes:
+        - input: ``x`` :math:`(B, I)`, optional state (a fresh one when ``None``)
+        - output: ``y`` :math:`(B, O)` and the new :class:`NTMState`
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        memory_size: int = 128,
+        memory_width: int = 20,
+        controller: str = "lstm",
+        controller_size: int = 100,
+        controller_layers: int = 1,
+        read_heads: int = 1,
+        write_heads: int = 1,
+        shift_range: int = 1,
+        memory_init: str = "constant",
+        init_value: float = 1e-6,
+        clip: float | None = 20.0,
+    ) -> None:
+        super().__init__()
+        if memory_init not in MEMORY_INITS:
+            raise ValueError(f"unknown memory_init {memory_init!r}; choose one of {MEMORY_INITS}")
+        if controller not in CONTROLLERS:
+            raise ValueError(f"unknown controller {controller!r}; choose one of {CONTROLLERS}")
+        if read_heads < 1 or write_heads < 0:
+            raise ValueError(f"need read_heads >= 1 and write_heads >= 0, got {read_heads} and {write_heads}")
+        self.input_size = input_size
+        self.output_size = output_size
+        self.memory_size = memory_size
+        self.memory_width = memory_width
+        self.memory_init = memory_init
+        self.init_value = init_value
+        self.clip = clip
+        controller_cls = LSTMController if controller == "lstm" else FeedForwardController
+        self.controller = controller_cls(input_size + read_heads * memory_width, controller_size, controller_layers)
+        self.read_heads = ReadHeads(controller_size, memory_width, read_heads, shift_range)
+        self.write_heads = WriteHeads(controller_size, memory_width, write_heads, shift_range) if write_heads else None
+        self.output = nn.Linear(controller_size + read_heads * memory_width, output_size)
+        self.initial_reads = nn.Parameter(torch.empty(read_heads, memory_width))
+        self.initial_read_logits = nn.Parameter(torch.empty(read_heads, memory_size))
+        self.initial_write_logits = nn.Parameter(torch.empty(max(write_heads, 1), memory_size))
+        if memory_init == "learned":
+            self.initial_memory = nn.Parameter(torch.empty(memory_size, memory_width))
+        else:
+            self.register_parameter("initial_memory", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in (self.controller, self.read_heads, self.write_heads, self.output):
+            if module is not None:
+                module.reset_parameters()
+        nn.init.normal_(self.initial_reads, std=0.01)
+        nn.init.zeros_(self.initial_read_logits)
+        nn.init.zeros_(self.initial_write_logits)
+        if self.initial_memory is not None:
+            bound = 1.0 / math.sqrt(self.memory_size + self.memory_width)
+            nn.init.uniform_(self.initial_memory, -bound, bound)
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None,
+                      dtype: torch.dtype | None = None) -> NTMState:
+        """A fresh state for a new batch of sequences (the memory is reset)."""
+        device = device or self.output.weight.device
+        dtype = dtype or self.output.weight.dtype
+        shape = (batch_size, self.memory_size, self.memory_width)
+        if self.memory_init == "constant":
+            memory = torch.full(shape, self.init_value, device=device, dtype=dtype)
+        elif self.memory_init == "learned":
+            memory = self.initial_memory.to(dtype).expand(shape)
+        else:
+            memory = torch.randn(shape, device=device, dtype=dtype) / math.sqrt(self.memory_width)
+        num_writes = self.write_heads.num_heads if self.write_heads is not None else 1
+        return NTMState(
+            controller=self.controller.initial_state(batch_size, device, dtype),
+            memory=memory,
+            reads=self.initial_reads.expand(batch_size, -1, -1),
+            read_weights=self.initial_read_logits.softmax(-1).expand(batch_size, -1, -1),
+            write_weights=self.initial_write_logits[:num_writes].softmax(-1).expand(batch_size, -1, -1),
+        )
+
+    def forward(self, x: Tensor, state: NTMState | None = None) -> tuple[Tensor, NTMState]:
+        if state is None:
+            state = self.initial_state(x.size(0), x.device, x.dtype)
+        hidden, controller_state = self.controller(torch.cat([x, state.reads.flatten(1)], -1), state.controller)
+        if self.clip is not None:
+            hidden = hidden.clamp(-self.clip, self.clip)
+        memory, write_weights = state.memory, state.write_weights
+        if self.write_heads is not None:
+            memory, write_weights = self.write_heads(hidden, memory, write_weights)
+        reads, read_weights = self.read_heads(hidden, memory, state.read_weights)
+        y = self.output(torch.cat([hidden, reads.flatten(1)], -1))
+        return y, NTMState(controller_state, memory, reads, read_weights, write_weights)
+
+    def extra_repr(self) -> str:
+        return (f"input_size={self.input_size}, output_size={self.output_size}, "
+                f"memory={self.memory_size}x{self.memory_width}, memory_init={self.memory_init!r}")
+
+
+class NTMHistory(NamedTuple):
+    """Weightings of every step, for inspection and plots: ``(T, B, K, N)`` (batch first: ``(B, T, K, N)``)."""
+
+    read_weights: Tensor
+    write_weights: Tensor
+
+
+class NTM(nn.Module):
+    """A Neural Turing Machine over whole sequences: :class:`NTMCell` applied step by step.
+
+    The state is reset at the start of every call unless one is passed in, so each batch of
+    sequences starts from a fresh memory.
+
+    Args:
+        input_size: features per step.
+        output_size: outputs per step.
+        batch_first: inputs and outputs are ``(B, T, F)`` instead of ``(T, B, F)``.
+        **cell_options: any argument of :class:`NTMCell` (memory size, heads, controller, ...).
+
+    Shapes:
+        - input: :math:`(T, B, I)` (or :math:`(B, T, I)`)
+        - output: :math:`(T, B, O)` (or :math:`(B, T, O)`), the final state, and with
+          ``return_history=True`` an :class:`NTMHistory` of every step's weightings.
+    """
+
+    def __init__(self, input_size: int, output_size: int, batch_first: bool = False, **cell_options) -> None:
+        super().__init__()
+        self.batch_first = batch_first
+        self.cell = NTMCell(input_size, output_size, **cell_options)
+
+    def reset_parameters(self) -> None:
+        self.cell.reset_parameters()
+
+    def forward(
+        self, x: Tensor, state: NTMState | None = None, return_history: bool = False
+    ) -> tuple[Tensor, NTMState] | tuple[Tensor, NTMState, NTMHistory]:
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        outputs, reads, writes = [], [], []
+        for x_t in x.unbind(0):
+            y, state = self.cell(x_t, state)
+            outputs.append(y)
+            if return_history:
+                reads.append(state.read_weights)
+                writes.append(state.write_weights)
+        time_dim = 1 if self.batch_first else 0
+        output = torch.stack(outputs, time_dim)
+        if not return_history:
+            return output, state
+        return output, state, NTMHistory(torch.stack(reads, time_dim), torch.stack(writes, time_dim))

@@ -1,0 +1,101 @@
+"""A GAT for molecular property prediction on OGB-featurised molecule graphs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from ogb.graphproppred.mol_encoder import AtomEncoder, BondEncoder
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+from graphmem.nn import GATConv
+
+READOUTS = ("mean", "sum", "max", "mean+max")
+
+
+def graph_readout(x: Tensor, batch: Tensor, kind: str, num_graphs: int) -> Tensor:
+    """Pools node states ``(N, F)`` into graph states ``(G, F)`` (``(G, 2F)`` for ``mean+max``)."""
+    if kind == "mean":
+        return global_mean_pool(x, batch, num_graphs)
+    if kind == "sum":
+        return global_add_pool(x, batch, num_graphs)
+    if kind == "max":
+        return global_max_pool(x, batch, num_graphs)
+    if kind == "mean+max":
+        return torch.cat([global_mean_pool(x, batch, num_graphs), global_max_pool(x, batch, num_graphs)], -1)
+    raise ValueError(f"unknown readout {kind!r}; choose one of {READOUTS}")
+
+
+class MoleculeGAT(nn.Module):
+    r"""Atom embedding, ``num_layers`` residual GAT layers with bond features, graph readout, MLP head.
+
+    .. math::
+        h^{(0)} = \mathrm{AtomEncoder}(x), \quad
+        h^{(l+1)} = h^{(l)} + \mathrm{Dropout}(\mathrm{ELU}(\mathrm{BN}(
+            \mathrm{GAT}^{(l)}(h^{(l)}, E, \mathrm{BondEncoder}^{(l)}(e))))), \quad
+        \hat y = \mathrm{MLP}(\mathrm{readout}(h^{(L)}))
+
+    Hidden layers concatenate ``heads`` heads of ``hidden_channels // heads`` channels; the
+    last layer averages ``heads`` heads of ``hidden_channels`` channels (as in the GAT paper).
+
+    Args:
+        num_tasks: outputs (one logit per task).
+        hidden_channels: node state width.
+        heads: attention heads per layer.
+        num_layers: GAT layers.
+        dropout: dropout on node states and in the head.
+        attention_dropout: dropout on attention weights.
+        readout: ``mean``, ``sum``, ``max`` or ``mean+max``.
+        score: attention score of every layer (see :class:`~graphmem.nn.GATConv`).
+
+    Shapes:
+        - input: a PyG ``Batch`` with ``x`` :math:`(N, 9)`, ``edge_index`` :math:`(2, E)`,
+          ``edge_attr`` :math:`(E, 3)`, ``batch`` :math:`(N,)`
+        - output: :math:`(G, T)` logits
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        hidden_channels: int = 128,
+        heads: int = 4,
+        num_layers: int = 3,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        readout: str = "mean+max",
+        score: str = "additive",
+    ) -> None:
+        super().__init__()
+        if hidden_channels % heads:
+            raise ValueError(f"hidden_channels ({hidden_channels}) must be divisible by heads ({heads})")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose one of {READOUTS}")
+        self.readout = readout
+        self.dropout = dropout
+        self.atom_encoder = AtomEncoder(hidden_channels)
+        self.bond_encoders = nn.ModuleList(BondEncoder(hidden_channels) for _ in range(num_layers))
+        self.convs = nn.ModuleList()
+        for layer in range(num_layers):
+            last = layer == num_layers - 1
+            self.convs.append(GATConv(hidden_channels, hidden_channels if last else hidden_channels // heads,
+                                      heads=heads, concat=not last, dropout=attention_dropout,
+                                      edge_dim=hidden_channels, score=score))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
+        pooled = hidden_channels * (2 if readout == "mean+max" else 1)
+        self.head = nn.Sequential(nn.Linear(pooled, hidden_channels), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden_channels, num_tasks))
+
+    def node_states(self, batch: Batch, return_attention_weights: bool = False):
+        """Node states ``(N, hidden)``; with ``return_attention_weights`` also each layer's ``(edge_index, alpha)``."""
+        h = self.atom_encoder(batch.x)
+        attention = []
+        for conv, bond_encoder, norm in zip(self.convs, self.bond_encoders, self.norms):
+            out, weights = conv(h, batch.edge_index, bond_encoder(batch.edge_attr), return_attention_weights=True)
+            attention.append(weights)
+            h = h + F.dropout(F.elu(norm(out)), self.dropout, self.training)
+        return (h, attention) if return_attention_weights else h
+
+    def forward(self, batch: Batch) -> Tensor:
+        h = self.node_states(batch)
+        return self.head(graph_readout(h, batch.batch, self.readout, batch.num_graphs))

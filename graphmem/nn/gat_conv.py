@@ -1,0 +1,252 @@
+"""GATConv: the graph attention layer of Veličković et al. (2018) on graphmem's attention core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn.dense.linear import Linear
+from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.utils import add_self_loops as add_loops
+from torch_geometric.utils import remove_self_loops
+
+from graphmem import checks
+from graphmem.attention import (
+    NORMALIZERS,
+    SCORES,
+    combine_heads,
+    decomposed_additive_score,
+    make_score,
+    normalize,
+    sparse_read,
+)
+
+PairTensor = tuple[Tensor, Tensor | None]
+
+
+class GATConv(nn.Module):
+    r"""The graph attentional operator of `Graph Attention Networks
+    <https://arxiv.org/abs/1710.10903>`_, a drop-in replacement for
+    :class:`torch_geometric.nn.GATConv`.
+
+    .. math::
+        \mathbf{x}'_i = \big\Vert_{h=1}^{H} \sum_{j \in \mathcal{N}(i) \cup \{i\}}
+            \alpha^{h}_{ij} \mathbf{W}^{h} \mathbf{x}_j,
+        \qquad
+        \alpha^{h}_{ij} = \operatorname{softmax}_j \Big( \mathrm{LeakyReLU}\big(
+            \mathbf{a}^{h\top}_{s} \mathbf{W}^{h}\mathbf{x}_j
+            + \mathbf{a}^{h\top}_{t} \mathbf{W}^{h}\mathbf{x}_i
+            + \mathbf{a}^{h\top}_{e} \mathbf{W}^{h}_{e}\mathbf{e}_{ji} \big) \Big)
+
+    with the heads concatenated (``concat=True``) or averaged (``concat=False``). It is the
+    attention core's sparse layout with the decomposed additive score, segment softmax
+    over each node's in-edges, and a weighted sum of the projected neighbours.
+
+    ``score`` swaps the scorer: ``"dot"``, ``"scaled_dot"``, ``"cosine"`` (learned strength per
+    head) or ``"bilinear"`` compare :math:`\mathbf{W}\mathbf{x}_i` with
+    :math:`\mathbf{W}\mathbf{x}_j` instead (edge features then add
+    :math:`\mathbf{a}_e^\top \mathbf{W}_e \mathbf{e}_{ji}` to the logit).
+    ``normalizer`` swaps softmax for hard (straight-through) or Gumbel attention.
+
+    Parameters have the names and shapes of PyG's layer built with the same arguments, so
+    ``load_state_dict`` takes one trained with :class:`torch_geometric.nn.GATConv`.
+
+    Args:
+        in_channels: input size, ``-1`` for lazy initialisation, or a ``(source, target)``
+            pair for bipartite graphs.
+        out_channels: output size per head, :math:`C`.
+        heads: number of heads, :math:`H`.
+        concat: concatenate the heads (``H * C`` outputs) or average them (``C``).
+        negative_slope: LeakyReLU slope of the additive score.
+        dropout: dropout on the attention weights during training.
+        add_self_loops: replace existing self-loops by one per node.
+        edge_dim: edge feature size, or ``None`` to ignore edge features.
+        fill_value: edge features of added self-loops (``"mean"``, ``"add"``, ``"max"``,
+            ``"min"``, ``"mul"`` of the incoming edges' features, or a constant).
+        bias: learn an additive bias.
+        residual: add a linear projection of the target features to the output.
+        score: one of ``"additive"``, ``"dot"``, ``"scaled_dot"``, ``"bilinear"``, ``"cosine"``.
+        normalizer: one of ``"softmax"``, ``"hard"``, ``"gumbel"``, ``"gumbel_hard"``.
+
+    Shapes:
+        - input: node features :math:`(N, F_{in})` or :math:`((N_s, F_s), (N_t, F_t))`,
+          edge indices :math:`(2, E)`, edge features :math:`(E, D)` (optional)
+        - output: :math:`(N_t, H C)` or :math:`(N_t, C)`; with
+          ``return_attention_weights=True`` also ``(edge_index, alpha)`` with
+          ``alpha`` of shape :math:`(E', H)`, self-loops included.
+    """
+
+    def __init__(
+        self,
+        in_channels: int | tuple[int, int],
+        out_channels: int,
+        heads: int = 1,
+        concat: bool = True,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        edge_dim: int | None = None,
+        fill_value: float | Tensor | str = "mean",
+        bias: bool = True,
+        residual: bool = False,
+        score: str = "additive",
+        normalizer: str = "softmax",
+    ) -> None:
+        super().__init__()
+        if score not in SCORES:
+            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+        if normalizer not in NORMALIZERS:
+            raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.heads = heads
+        self.concat = concat
+        self.negative_slope = negative_slope
+        self.dropout = dropout
+        self.add_self_loops = add_self_loops
+        self.edge_dim = edge_dim
+        self.fill_value = fill_value
+        self.residual = residual
+        self.score = score
+        self.normalizer = normalizer
+
+        hc = heads * out_channels
+        self.lin: Linear | None = None
+        self.lin_src: Linear | None = None
+        self.lin_dst: Linear | None = None
+        if isinstance(in_channels, int):
+            self.lin = Linear(in_channels, hc, bias=False, weight_initializer="glorot")
+        else:
+            self.lin_src = Linear(in_channels[0], hc, bias=False, weight_initializer="glorot")
+            self.lin_dst = Linear(in_channels[1], hc, bias=False, weight_initializer="glorot")
+
+        # The additive score keeps PyG's parameter names so that state dicts transfer.
+        if score == "additive":
+            self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+            self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+            self.scorer = None
+        else:
+            self.register_parameter("att_src", None)
+            self.register_parameter("att_dst", None)
+            self.scorer = make_score(score, out_channels, heads, negative_slope)
+
+        if edge_dim is not None:
+            self.lin_edge = Linear(edge_dim, hc, bias=False, weight_initializer="glorot")
+            self.att_edge = nn.Parameter(torch.empty(1, heads, out_channels))
+        else:
+            self.lin_edge = None
+            self.register_parameter("att_edge", None)
+
+        total_out = hc if concat else out_channels
+        if residual:
+            res_in = in_channels if isinstance(in_channels, int) else in_channels[1]
+            self.res = Linear(res_in, total_out, bias=False, weight_initializer="glorot")
+        else:
+            self.register_parameter("res", None)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(total_out))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot projections and attention vectors, zero bias (as PyG)."""
+        for module in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res, self.scorer):
+            if module is not None:
+                module.reset_parameters()
+        glorot(self.att_src)
+        glorot(self.att_dst)
+        glorot(self.att_edge)
+        zeros(self.bias)
+
+    def _project(self, x: Tensor | PairTensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Per-head projections ``(N, H, C)`` of source and target features, and the residual."""
+        H, C = self.heads, self.out_channels
+        x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
+        res = self.res(x_dst) if self.res is not None and x_dst is not None else None
+        lin_src = self.lin if self.lin is not None else self.lin_src
+        lin_dst = self.lin if self.lin is not None else self.lin_dst
+        if isinstance(x, Tensor) and self.lin is not None:
+            h_src = h_dst = self.lin(x).view(-1, H, C)
+        else:
+            h_src = lin_src(x_src).view(-1, H, C)
+            h_dst = lin_dst(x_dst).view(-1, H, C) if x_dst is not None else None
+        return h_src, h_dst, res
+
+    def _check(self, x: Tensor | PairTensor, edge_index: Tensor, edge_attr: Tensor | None,
+               size: tuple[int, int] | None) -> None:
+        x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
+        checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
+        if x_dst is not None and x_dst is not x_src:
+            checks.check_features(x_dst, "x[1] (target features)")
+        num_src, num_dst = self._sizes(x_src, x_dst, size)
+        checks.check_edge_index(edge_index, num_src, num_dst)
+        if edge_attr is not None:
+            checks.check_edge_attr(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr,
+                                   edge_index.size(1))
+
+    @staticmethod
+    def _sizes(x_src: Tensor, x_dst: Tensor | None, size: tuple[int, int] | None) -> tuple[int, int]:
+        if size is not None:
+            return size[0], size[1]
+        return x_src.size(0), (x_dst if x_dst is not None else x_src).size(0)
+
+    def forward(
+        self,
+        x: Tensor | PairTensor,
+        edge_index: Tensor,
+        edge_attr: Tensor | None = None,
+        size: tuple[int, int] | None = None,
+        return_attention_weights: bool | None = None,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Runs the layer; see the class docstring for shapes."""
+        if checks.enabled():
+            self._check(x, edge_index, edge_attr, size)
+        H, C = self.heads, self.out_channels
+        h_src, h_dst, res = self._project(x)
+        num_src, num_dst = self._sizes(h_src, h_dst, size)
+
+        if self.add_self_loops:
+            edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
+            edge_index, edge_attr = add_loops(edge_index, edge_attr, fill_value=self.fill_value,
+                                              num_nodes=min(num_src, num_dst))
+
+        edge_logit = None
+        if edge_attr is not None and self.lin_edge is not None:
+            edge_h = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr)
+            edge_logit = (edge_h.view(-1, H, C) * self.att_edge).sum(-1)
+
+        if self.scorer is None:
+            logits = decomposed_additive_score(h_dst, h_src, self.att_dst, self.att_src, edge_index,
+                                               edge_logit, self.negative_slope)
+        else:
+            if h_dst is None:
+                raise ValueError(f"score={self.score!r} needs target features; x[1] is None")
+            logits = self.scorer(h_dst, h_src, edge_index)
+            if edge_logit is not None:
+                logits = logits + edge_logit
+
+        alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
+        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
+        out = combine_heads(sparse_read(alpha, h_src, edge_index, num_dst), self.concat)
+        if res is not None:
+            out = out + res
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, (edge_index, alpha)
+        return out
+
+    def extra_repr(self) -> str:
+        extra: list[Any] = [self.in_channels, self.out_channels, f"heads={self.heads}"]
+        if not self.concat:
+            extra.append("concat=False")
+        if self.edge_dim is not None:
+            extra.append(f"edge_dim={self.edge_dim}")
+        if self.score != "additive":
+            extra.append(f"score={self.score!r}")
+        if self.normalizer != "softmax":
+            extra.append(f"normalizer={self.normalizer!r}")
+        return ", ".join(str(e) for e in extra)

@@ -1,0 +1,46 @@
+"""Shared fixtures: small molecule tables written to a temporary data folder."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from graphmem.data.molecule import TOX21_TASKS
+
+# Real drug-like molecules of varied size; enough distinct scaffolds for a scaffold split.
+SMILES = [
+    "CCO", "CC(=O)O", "c1ccccc1", "Cc1ccccc1", "c1ccc2ccccc2c1", "CCN(CC)CC", "O=C(O)c1ccccc1O",
+    "CC(=O)Oc1ccccc1C(=O)O", "CN1CCC[C@H]1c1cccnc1", "c1ccncc1", "C1CCCCC1", "C1CCNCC1", "c1ccoc1",
+    "c1ccsc1", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", "COc1ccc2[nH]cc(CCN)c2c1", "NC(=O)c1cccnc1", "Clc1ccccc1",
+    "OC1CCCCC1", "c1ccc(cc1)-c1ccccc1", "CC1=CC(=O)C=CC1=O", "O=C1CCCN1", "C1COCCN1", "c1cc[nH]c1",
+]
+
+
+def molecule_table(n: int, seed: int = 0, bad: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A Tox21-shaped table: ``n`` molecules with random labels (about 20% missing), then ``bad`` rows."""
+    rng = np.random.default_rng(seed)
+    smiles = [SMILES[i % len(SMILES)] for i in range(n)] + list(bad)
+    labels = rng.integers(0, 2, size=(len(smiles), len(TOX21_TASKS))).astype(float)
+    labels[rng.random(labels.shape) < 0.2] = np.nan
+    table = pd.DataFrame(labels, columns=list(TOX21_TASKS))
+    table.insert(0, "smiles", smiles)
+    return table
+
+
+def write_tox21(root: Path, table: pd.DataFrame) -> Path:
+    path = root / "moleculenet" / "tox21.csv.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as f:
+        table.to_csv(f, index=False)
+    return path
+
+
+@pytest.fixture
+def tox21_root(tmp_path: Path) -> Path:
+    """A data folder holding a 240-molecule Tox21-shaped file with two unreadable rows."""
+    write_tox21(tmp_path, molecule_table(240, bad=("C1CC(", "not a smiles")))
+    return tmp_path

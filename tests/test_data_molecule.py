@@ -1,0 +1,135 @@
+"""Molecule loading, featurisation, splits and data-file errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from ogb.utils import smiles2graph
+
+from graphmem.data import DataFileError, MoleculeDataModule, load_moleculenet, smiles_to_graph
+from graphmem.data.download import DATA_ENV
+from graphmem.data.molecule import SmilesError, TOX21_TASKS
+from graphmem.data.splits import random_split, scaffold, scaffold_split
+from tests.conftest import SMILES, molecule_table, write_tox21
+
+
+@pytest.mark.parametrize("smiles", ["CC(=O)Oc1ccccc1C(=O)O", "CN1CCC[C@H]1c1cccnc1", "[Na+].[Cl-]", "C"])
+def test_featurisation_matches_ogb(smiles):
+    ours, ref = smiles_to_graph(smiles), smiles2graph(smiles)
+    assert torch.equal(ours.x, torch.from_numpy(ref["node_feat"]))
+    assert torch.equal(ours.edge_index, torch.from_numpy(ref["edge_index"]))
+    assert torch.equal(ours.edge_attr, torch.from_numpy(ref["edge_feat"]).long())
+
+
+def test_single_atom_has_no_edges():
+    graph = smiles_to_graph("[Cu]")
+    assert graph.x.shape == (1, 9) and graph.edge_index.shape == (2, 0) and graph.edge_attr.shape == (0, 3)
+
+
+@pytest.mark.parametrize("smiles, reason", [("", "empty"), ("   ", "empty"), ("C1CC(", "cannot parse"),
+                                            (float("nan"), "empty")])
+def test_bad_smiles_raise_named_error(smiles, reason):
+    with pytest.raises(SmilesError, match=reason):
+        smiles_to_graph(smiles)
+
+
+def test_loader_skips_and_counts_bad_rows(tmp_path):
+    table = molecule_table(30, bad=("C1CC(", "", "xyz"))
+    write_tox21(tmp_path, table)
+    with pytest.warns(UserWarning, match="3 rows skipped"):
+        molecules = load_moleculenet("tox21", tmp_path)
+    assert len(molecules) == 30 and len(molecules.skipped) == 3
+    assert [s.row for s in molecules.skipped] == [30, 31, 32]
+    assert molecules.tasks == TOX21_TASKS
+    # labels kept row by row, missing ones as NaN
+    expected = torch.tensor(table[list(TOX21_TASKS)].to_numpy(dtype="float32"))
+    for graph, row in zip(molecules.graphs, molecules.rows):
+        assert torch.equal(torch.isnan(graph.y[0]), torch.isnan(expected[row]))
+        assert torch.equal(torch.nan_to_num(graph.y[0], -1), torch.nan_to_num(expected[row], -1))
+
+
+def test_columns_found_by_name_not_position(tmp_path):
+    table = molecule_table(10)
+    table.insert(len(table.columns), "mol_id", [f"TOX{i}" for i in range(10)])
+    table = table[["mol_id"] + list(reversed(TOX21_TASKS)) + ["smiles"]]
+    write_tox21(tmp_path, table)
+    molecules = load_moleculenet("tox21", tmp_path)
+    reference = molecule_table(10)
+    assert molecules.smiles == reference["smiles"].tolist()
+    assert torch.equal(torch.nan_to_num(molecules.graphs[3].y[0], -1),
+                       torch.nan_to_num(torch.tensor(reference.iloc[3][list(TOX21_TASKS)].to_numpy(float),
+                                                     dtype=torch.float32), -1))
+
+
+def test_missing_file_names_places_and_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHMEM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("graphmem.data.molecule.MOLECULENET_URL", "http://127.0.0.1:9/")
+    from graphmem.data.molecule import MOLECULENET, MoleculeNetSpec
+
+    monkeypatch.setitem(MOLECULENET, "tox21", MoleculeNetSpec("tox21.csv.gz", TOX21_TASKS))
+    with pytest.raises(DataFileError) as info:
+        load_moleculenet("tox21", tmp_path / "mirror")
+    message = str(info.value)
+    assert str(tmp_path / "mirror" / "moleculenet" / "tox21.csv.gz") in message
+    assert "http://127.0.0.1:9/tox21.csv.gz" in message and DATA_ENV in message
+    assert not list((tmp_path / "cache").rglob("*.part"))
+
+
+def test_truncated_file_is_reported(tmp_path):
+    path = write_tox21(tmp_path, molecule_table(200))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFileError, match="truncated or corrupted"):
+        load_moleculenet("tox21", tmp_path)
+
+
+def test_missing_task_column_is_reported(tmp_path):
+    write_tox21(tmp_path, molecule_table(5).drop(columns=["SR-p53"]))
+    with pytest.raises(DataFileError, match="SR-p53"):
+        load_moleculenet("tox21", tmp_path)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ValueError, match="unknown MoleculeNet set"):
+        load_moleculenet("nope")
+
+
+def test_random_split_is_a_seeded_partition():
+    a = random_split(100, seed=1)
+    assert [len(p) for p in a] == [80, 10, 10]
+    assert sorted(a[0] + a[1] + a[2]) == list(range(100))
+    assert a == random_split(100, seed=1) and a != random_split(100, seed=2)
+    with pytest.raises(ValueError, match="fractions"):
+        random_split(10, (0.5, 0.5, 0.5))
+
+
+def test_scaffold_split_keeps_scaffolds_apart():
+    smiles = [SMILES[i % len(SMILES)] for i in range(200)]
+    train, valid, test = scaffold_split(smiles)
+    assert sorted(train + valid + test) == list(range(200))
+    scaffolds = [{scaffold(smiles[i]) for i in part} for part in (train, valid, test)]
+    assert not scaffolds[0] & scaffolds[2] and not scaffolds[0] & scaffolds[1] and not scaffolds[1] & scaffolds[2]
+    assert len(train) <= 160
+
+
+def test_datamodule_batches(tox21_root):
+    dm = MoleculeDataModule(root=str(tox21_root), batch_size=32)
+    with pytest.warns(UserWarning, match="2 rows skipped"):
+        dm.setup()
+    assert dm.num_tasks == 12
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.num_graphs == 32 and batch.y.shape == (32, 12)
+    assert sum(len(dm.splits[s]) for s in ("train", "valid", "test")) == 240
+
+
+@pytest.mark.skipif(not os.environ.get(DATA_ENV), reason="needs the offline mirror ($GRAPHMEM_DATA)")
+def test_real_tox21_from_mirror():
+    with pytest.warns(UserWarning, match="rows skipped"):
+        molecules = load_moleculenet("tox21")
+    assert len(molecules) + len(molecules.skipped) == 7831
+    assert len(molecules.skipped) < 20
+    labels = torch.cat([g.y for g in molecules.graphs])
+    assert labels.shape == (len(molecules), 12) and torch.isnan(labels).any()
+
