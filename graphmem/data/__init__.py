@@ -1,11 +1,16 @@
 """Data: loaders, splits and LightningDataModules for real benchmark data and procedural tasks."""
 
+from graphmem.data.algorithmic import AlgorithmicDataModule, associative_recall_batch, copy_batch, repeat_copy_batch
 from graphmem.data.download import DataFileError, fetch
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
 from graphmem.data.molecule_datamodule import MoleculeDataModule
 from graphmem.data.splits import make_split, random_split, scaffold_split
 
 __all__ = [
+    "AlgorithmicDataModule",
+    "associative_recall_batch",
+    "copy_batch",
+    "repeat_copy_batch",
     "MOLECULENET",
     "DataFileError",
     "MoleculeDataModule",

@@ -1,0 +1,201 @@
+"""The NTM's algorithmic tasks (Graves et al. 2014, section 4), generated on the fly.
+
+Every task yields ``(inputs, targets, mask)`` batches, time first: ``inputs`` ``(T, B, I)``,
+``targets`` ``(T, B, O)`` and ``mask`` ``(T, B)`` marking the steps whose output is scored
+(the answer phase). One length is drawn per batch, so sequences in a batch need no padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+Batch = tuple[Tensor, Tensor, Tensor]
+
+
+def _bits(length: int, batch_size: int, width: int, generator: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (length, batch_size, width), generator=generator).float()
+
+
+def copy_batch(length: int, batch_size: int, width: int = 8, generator: torch.Generator | None = None) -> Batch:
+    """Copy: read ``length`` random ``width``-bit vectors and a delimiter, then write them back.
+
+    Input channels: ``width`` data bits and a delimiter flag (``I = width + 1``); output ``width``.
+    Total length ``2 * length + 1``.
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    seq = _bits(length, batch_size, width, generator)
+    steps = 2 * length + 1
+    inputs = torch.zeros(steps, batch_size, width + 1)
+    inputs[:length, :, :width] = seq
+    inputs[length, :, width] = 1.0
+    targets = torch.zeros(steps, batch_size, width)
+    targets[length + 1:] = seq
+    mask = torch.zeros(steps, batch_size, dtype=torch.bool)
+    mask[length + 1:] = True
+    return inputs, targets, mask
+
+
+def repeat_copy_batch(length: int, repeats: int, batch_size: int, width: int = 8, max_repeats: int = 10,
+                      generator: torch.Generator | None = None) -> Batch:
+    """Repeat copy: read a sequence and a repeat count, write the sequence ``repeats`` times and an end flag.
+
+    Input channels: ``width`` bits, a start-of-count flag whose value is ``repeats / max_repeats``
+    on the step after the sequence (``I = width + 1``); outputs ``width`` bits and an end flag
+    (``O = width + 1``), raised on the last step.
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    seq = _bits(length, batch_size, width, generator)
+    answer = length * repeats + 1
+    steps = length + 1 + answer
+    inputs = torch.zeros(steps, batch_size, width + 1)
+    inputs[:length, :, :width] = seq
+    inputs[length, :, width] = repeats / max_repeats
+    targets = torch.zeros(steps, batch_size, width + 1)
+    targets[length + 1:length + 1 + length * repeats, :, :width] = seq.repeat(repeats, 1, 1)
+    targets[-1, :, width] = 1.0
+    mask = torch.zeros(steps, batch_size, dtype=torch.bool)
+    mask[length + 1:] = True
+    return inputs, targets, mask
+
+
+def associative_recall_batch(items: int, batch_size: int, width: int = 6, item_length: int = 3,
+                             generator: torch.Generator | None = None) -> Batch:
+    """Associative recall: read ``items`` items of ``item_length`` vectors, each after a delimiter;
+    then a query item between query delimiters; write the item that followed the query.
+
+    Input channels: ``width`` bits, an item delimiter and a query delimiter (``I = width + 2``);
+    output ``width``.
+    """
+    if items < 2:
+        raise ValueError(f"associative recall needs at least 2 items, got {items}")
+    generator = generator or torch.Generator().manual_seed(0)
+    data = _bits(items * item_length, batch_size, width, generator).view(items, item_length, batch_size, width)
+    query = torch.randint(0, items - 1, (batch_size,), generator=generator)
+    block = item_length + 1
+    steps = items * block + block + 1 + item_length
+    inputs = torch.zeros(steps, batch_size, width + 2)
+    for i in range(items):
+        inputs[i * block, :, width] = 1.0
+        inputs[i * block + 1:(i + 1) * block, :, :width] = data[i]
+    start = items * block
+    batch = torch.arange(batch_size)
+    inputs[start, :, width + 1] = 1.0
+    inputs[start + 1:start + block, :, :width] = data[query, :, batch].transpose(0, 1)
+    inputs[start + block, :, width + 1] = 1.0
+    targets = torch.zeros(steps, batch_size, width)
+    targets[-item_length:] = data[query + 1, :, batch].transpose(0, 1)
+    mask = torch.zeros(steps, batch_size, dtype=torch.bool)
+    mask[-item_length:] = True
+    return inputs, targets, mask
+
+
+@dataclass
+class TaskSpec:
+    """Which task, and the range of its difficulty parameter (length, or items for recall)."""
+
+    task: str = "copy"
+    min_size: int = 1
+    max_size: int = 20
+    width: int = 8
+    repeats: tuple[int, int] = (1, 10)
+
+    def batch(self, size: int, batch_size: int, generator: torch.Generator) -> Batch:
+        if self.task == "copy":
+            return copy_batch(size, batch_size, self.width, generator)
+        if self.task == "repeat_copy":
+            low, high = self.repeats
+            repeats = int(torch.randint(low, high + 1, (1,), generator=generator))
+            return repeat_copy_batch(size, repeats, batch_size, self.width, high, generator)
+        if self.task == "associative_recall":
+            return associative_recall_batch(size, batch_size, self.width, generator=generator)
+        raise ValueError(f"unknown task {self.task!r}; choose copy, repeat_copy or associative_recall")
+
+    @property
+    def input_size(self) -> int:
+        return self.width + (2 if self.task == "associative_recall" else 1)
+
+    @property
+    def output_size(self) -> int:
+        return self.width + (1 if self.task == "repeat_copy" else 0)
+
+
+class RandomBatches(IterableDataset):
+    """``num_batches`` batches with sizes drawn uniformly from ``[min_size, max_size]``, seeded.
+
+    With ``fresh=True`` every pass draws new batches (seed, seed + 1, ...): training never
+    sees the same batch twice. Otherwise every pass repeats the same batches (evaluation).
+    """
+
+    def __init__(self, spec: TaskSpec, num_batches: int, batch_size: int, seed: int,
+                 sizes: tuple[int, ...] | None = None, fresh: bool = False) -> None:
+        self.spec, self.num_batches, self.batch_size, self.seed, self.sizes = spec, num_batches, batch_size, seed, sizes
+        self.fresh = fresh
+        self.passes = 0
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        generator = torch.Generator().manual_seed(self.seed + (self.passes if self.fresh else 0))
+        self.passes += 1
+        for i in range(self.num_batches):
+            if self.sizes:
+                size = self.sizes[i % len(self.sizes)]
+            else:
+                size = int(torch.randint(self.spec.min_size, self.spec.max_size + 1, (1,), generator=generator))
+            yield self.spec.batch(size, self.batch_size, generator)
+
+
+class AlgorithmicDataModule(L.LightningDataModule):
+    """Copy, repeat copy or associative recall, generated by the project (no files).
+
+    Each training epoch is ``batches_per_epoch`` fresh batches (a new seed per pass);
+    validation and test use fixed seeds, test at the sizes ``test_sizes`` (e.g. longer than
+    in training, to measure generalisation).
+
+    Args:
+        task: ``copy``, ``repeat_copy`` or ``associative_recall``.
+        min_size, max_size: training range of the sequence length (items for recall).
+        width: bits per vector.
+        batch_size: sequences per batch.
+        batches_per_epoch: training batches per epoch.
+        val_batches: validation batches (sizes from the training range).
+        test_sizes: sizes of the test batches.
+        seed: base seed.
+    """
+
+    def __init__(self, task: str = "copy", min_size: int = 1, max_size: int = 20, width: int = 8,
+                 batch_size: int = 32, batches_per_epoch: int = 200, val_batches: int = 10,
+                 test_sizes: tuple[int, ...] = (20, 30, 50), seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec = TaskSpec(task, min_size, max_size, width)
+        self.spec.batch(min(max(min_size, 2), max_size), 1, torch.Generator())  # validates the task name
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def output_size(self) -> int:
+        return self.spec.output_size
+
+    def _loader(self, dataset: RandomBatches) -> DataLoader:
+        return DataLoader(dataset, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(RandomBatches(self.spec, self.hparams.batches_per_epoch, self.hparams.batch_size,
+                                          self.hparams.seed + 1_000_000, fresh=True))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(RandomBatches(self.spec, self.hparams.val_batches, self.hparams.batch_size, self.hparams.seed))
+
+    def test_dataloader(self) -> DataLoader:
+        sizes = tuple(self.hparams.test_sizes)
+        return self._loader(RandomBatches(self.spec, len(sizes), self.hparams.batch_size, self.hparams.seed + 7, sizes))
