@@ -760,3 +760,12 @@ def test_make_score(name, cls):
 def test_make_score_unknown():
     with pytest.raises(ValueError, match="unknown score"):
         make_score("euclidean", 4)
+
+
+@pytest.mark.parametrize("method", ["hard", "gumbel_hard"])
+def test_hard_fully_masked_row_reads_nothing(method):
+    logits = torch.randn(3, 4)
+    mask = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4])
+    weights = normalize(logits, method, mask=mask)
+    assert weights[1].eq(0).all()
+    assert weights[0].sum() == 1 and weights[2].sum() == 1 and weights[0, 1] == 0

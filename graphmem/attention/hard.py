@@ -15,10 +15,12 @@ from graphmem.attention.softmax import (
 
 
 def _one_hot_argmax(weights: Tensor, index: Tensor | None, num_segments: int | None, dim: int) -> Tensor:
-    """One-hot of the largest weight per query; ties go to the first key."""
+    """One-hot of the largest weight per query; ties go to the first key. A query whose weights
+    are all zero (everything masked) stays all zero, as in soft attention."""
     if index is None:
-        position = weights.argmax(dim, keepdim=True)
-        return torch.zeros_like(weights).scatter_(dim, position, 1.0)
+        best = weights.amax(dim, keepdim=True)
+        one_hot = torch.zeros_like(weights).scatter_(dim, weights.argmax(dim, keepdim=True), 1.0)
+        return one_hot * (best > 0)
     num_segments = _num_segments(index, num_segments)
     best = segment_max(weights, index, num_segments)
     shape = (-1,) + (1,) * (weights.dim() - 1)

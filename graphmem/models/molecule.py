@@ -9,9 +9,11 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
-from graphmem.nn import GATConv
+from graphmem.nn import GATConv, HopfieldPooling
 
 READOUTS = ("mean", "sum", "max", "mean+max")
+# readouts with learned parameters, built as modules inside the model
+MODULE_READOUTS = ("hopfield",)
 
 
 def graph_readout(x: Tensor, batch: Tensor, kind: str, num_graphs: int) -> Tensor:
@@ -46,7 +48,9 @@ class MoleculeGAT(nn.Module):
         num_layers: GAT layers.
         dropout: dropout on node states and in the head.
         attention_dropout: dropout on attention weights.
-        readout: ``mean``, ``sum``, ``max`` or ``mean+max``.
+        readout: ``mean``, ``sum``, ``max``, ``mean+max``, or ``hopfield``
+            (:class:`~graphmem.nn.HopfieldPooling`: a learned query per head attends over
+            the atoms of each molecule).
         score: attention score of every layer (see :class:`~graphmem.nn.GATConv`).
 
     Shapes:
@@ -69,8 +73,8 @@ class MoleculeGAT(nn.Module):
         super().__init__()
         if hidden_channels % heads:
             raise ValueError(f"hidden_channels ({hidden_channels}) must be divisible by heads ({heads})")
-        if readout not in READOUTS:
-            raise ValueError(f"unknown readout {readout!r}; choose one of {READOUTS}")
+        if readout not in READOUTS + MODULE_READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; choose one of {READOUTS + MODULE_READOUTS}")
         self.readout = readout
         self.dropout = dropout
         self.atom_encoder = AtomEncoder(hidden_channels)
@@ -83,6 +87,7 @@ class MoleculeGAT(nn.Module):
                                       edge_dim=hidden_channels, score=score))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
         pooled = hidden_channels * (2 if readout == "mean+max" else 1)
+        self.pool = HopfieldPooling(hidden_channels, num_heads=heads) if readout == "hopfield" else None
         self.head = nn.Sequential(nn.Linear(pooled, hidden_channels), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden_channels, num_tasks))
 
@@ -98,4 +103,6 @@ class MoleculeGAT(nn.Module):
 
     def forward(self, batch: Batch) -> Tensor:
         h = self.node_states(batch)
+        if self.pool is not None:
+            return self.head(self.pool(h, batch.batch, size=batch.num_graphs))
         return self.head(graph_readout(h, batch.batch, self.readout, batch.num_graphs))

@@ -1,0 +1,113 @@
+"""GATStack: the GAT paper's node-classification network, optionally with evolving attention."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from graphmem.nn.evolving import EvolvingAttention
+from graphmem.nn.gat_conv import GATConv
+
+
+class GATStack(nn.Module):
+    r"""``num_layers`` :class:`GATConv` layers: heads concatenated with ELU in the hidden layers,
+    averaged in the last one (Veličković et al. 2018).
+
+    .. math::
+        h^{(0)} = x, \qquad
+        h^{(l+1)} = \mathrm{ELU}\Big(\big\Vert_{k=1}^{H} \sum_{j} \alpha^{(l),k}_{ij}
+            W^{(l),k} h^{(l)}_j\Big), \qquad
+        y_i = \frac1H \sum_{k=1}^{H} \sum_j \alpha^{(L),k}_{ij} W^{(L),k} h^{(L-1)}_j
+
+    with dropout on the input of every layer. With ``evolving=True`` the attention of layer
+    :math:`l > 1` is :class:`EvolvingAttention` over the edge list (``layout="sparse"``):
+    :math:`A_{\text{in}}^{l} = \alpha \hat A^{l-1} + (1 - \alpha) S^{l}`,
+    :math:`\alpha^{(l)} = \operatorname{softmax}(\beta\, \mathrm{ReLU}(W A_{\text{in}}^{l})
+    + (1 - \beta) A_{\text{in}}^{l})`, where :math:`W` mixes the :math:`H` heads of each
+    edge. All layers use ``heads`` heads so that the maps line up.
+
+    Args:
+        in_channels: input features.
+        hidden_channels: features per head in the hidden layers.
+        out_channels: output features (classes).
+        num_layers: GAT layers, at least 1.
+        heads: heads per layer.
+        dropout: dropout on every layer's input features.
+        attention_dropout: dropout on the attention weights.
+        edge_dim: edge feature size, or ``None``.
+        score: attention score of every layer (see :class:`GATConv`).
+        normalizer: attention normalizer of every layer.
+        evolving: evolve the attention maps from layer to layer.
+        alpha: :math:`\alpha`, weight of the previous map.
+        beta: :math:`\beta`, weight of the head-mixing convolution.
+
+    Shapes:
+        - input: ``x`` :math:`(N, F_{in})`, ``edge_index`` :math:`(2, E)`, ``edge_attr``
+          :math:`(E, D)` (optional)
+        - output: :math:`(N, F_{out})`; with ``return_attention_weights`` also one
+          ``(edge_index, alpha)`` per layer, ``alpha`` of shape :math:`(E', H)`.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        num_layers: int = 2,
+        heads: int = 8,
+        dropout: float = 0.6,
+        attention_dropout: float = 0.6,
+        edge_dim: int | None = None,
+        score: str = "additive",
+        normalizer: str = "softmax",
+        evolving: bool = False,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.dropout = dropout
+        self.convs = nn.ModuleList()
+        for layer in range(num_layers):
+            last = layer == num_layers - 1
+            self.convs.append(GATConv(in_channels if layer == 0 else heads * hidden_channels,
+                                      out_channels if last else hidden_channels, heads=heads, concat=not last,
+                                      dropout=attention_dropout, edge_dim=edge_dim, score=score,
+                                      normalizer=normalizer))
+        self.evolve = (nn.ModuleList(EvolvingAttention(heads, alpha, beta, layout="sparse")
+                                     for _ in range(num_layers - 1)) if evolving else None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for conv in self.convs:
+            conv.reset_parameters()
+        for evolve in self.evolve if self.evolve is not None else ():
+            evolve.reset_parameters()
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor | None = None,
+        return_attention_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """Runs the stack; see the class docstring for shapes."""
+        attention: list[tuple[Tensor, Tensor]] = []
+        previous: Tensor | None = None
+        for layer, conv in enumerate(self.convs):
+            x = F.dropout(x, self.dropout, self.training)
+            transform = None
+            if self.evolve is not None and previous is not None:
+                transform = partial(self.evolve[layer - 1], previous=previous)
+            x, weights, previous = conv(x, edge_index, edge_attr, return_attention_weights=True,
+                                        logits_transform=transform, return_attention_logits=True)
+            attention.append(weights)
+            if layer < len(self.convs) - 1:
+                x = F.elu(x)
+        return (x, attention) if return_attention_weights else x
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout}"
