@@ -4,6 +4,8 @@ from graphmem.data.algorithmic import AlgorithmicDataModule, associative_recall_
 from graphmem.data.download import DataFileError, fetch
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
 from graphmem.data.molecule_datamodule import MoleculeDataModule
+from graphmem.data.node_datamodule import NodeDataModule
+from graphmem.data.planetoid import karate_club, load_planetoid
 from graphmem.data.splits import make_split, random_split, scaffold_split
 
 __all__ = [
@@ -15,6 +17,9 @@ __all__ = [
     "DataFileError",
     "MoleculeDataModule",
     "MoleculeSet",
+    "NodeDataModule",
+    "karate_club",
+    "load_planetoid",
     "SmilesError",
     "fetch",
     "load_moleculenet",

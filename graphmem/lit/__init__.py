@@ -3,6 +3,7 @@
 from graphmem.lit.callbacks import EpochSummary
 from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
 from graphmem.lit.metrics import multitask_roc_auc
+from graphmem.lit.node import NodeClassificationTask
 from graphmem.lit.sequence import SequenceTask, sequence_costs
 
-__all__ = ["EpochSummary", "GraphPropertyTask", "masked_bce_with_logits", "multitask_roc_auc", "SequenceTask", "sequence_costs"]
+__all__ = ["EpochSummary", "GraphPropertyTask", "masked_bce_with_logits", "multitask_roc_auc", "NodeClassificationTask", "SequenceTask", "sequence_costs"]
