@@ -47,6 +47,11 @@ def check_features(x: Tensor, name: str = "x", dim: int = 2) -> None:
         raise ValueError(f"{name} must have {dim} dimensions, got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    # A finite sum proves every entry finite (one NaN or Inf makes the sum NaN or Inf), so
+    # the common case costs one fast pass; a non-finite sum, maybe mere overflow, is checked
+    # entry by entry.
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
         row = int(bad.reshape(x.size(0), -1).any(-1).nonzero()[0])
@@ -65,11 +70,11 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int | None = Non
         raise ValueError(f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
     if edge_index.numel() == 0:
         return
-    low = int(edge_index.min())
+    lows, highs = edge_index.aminmax(dim=1)  # one pass for all four bounds
+    low = int(lows.min())
     if low < 0:
         raise ValueError(f"edge_index contains a negative node index ({low})")
-    for row, (name, limit) in enumerate((("source", num_src), ("target", num_dst))):
-        high = int(edge_index[row].max())
+    for high, (name, limit) in zip(highs.tolist(), (("source", num_src), ("target", num_dst))):
         if high >= limit:
             raise ValueError(
                 f"edge_index {name} index {high} is out of range for {limit} nodes "

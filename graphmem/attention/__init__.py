@@ -5,8 +5,15 @@ and :mod:`graphmem.memory` is built from these pieces.
 """
 
 from graphmem.attention.core import NORMALIZERS, attention, normalize
+from graphmem.attention.fused import sparse_read_fused
 from graphmem.attention.hard import gumbel_softmax, hard_softmax, straight_through
-from graphmem.attention.read import combine_heads, dense_read, sparse_read
+from graphmem.attention.read import (
+    FUSED_MIN_MESSAGE_SIZE,
+    combine_heads,
+    dense_read,
+    sparse_read,
+    sparse_read_auto,
+)
 from graphmem.attention.score import (
     additive_score,
     bilinear_score,
@@ -28,6 +35,7 @@ from graphmem.attention.scorers import (
 from graphmem.attention.softmax import masked_softmax, segment_max, segment_softmax, segment_sum
 
 __all__ = [
+    "FUSED_MIN_MESSAGE_SIZE",
     "NORMALIZERS",
     "SCORES",
     "AdditiveScore",
@@ -54,5 +62,7 @@ __all__ = [
     "segment_softmax",
     "segment_sum",
     "sparse_read",
+    "sparse_read_auto",
+    "sparse_read_fused",
     "straight_through",
 ]

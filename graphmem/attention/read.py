@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+
+from graphmem.attention.fused import sparse_read_fused
+
+# Below this many per-edge message entries (E * H * C) the message tensor is small and the
+# plain read, one gather and one index_add, beats sorting edges into CSR form.
+FUSED_MIN_MESSAGE_SIZE = 2**18
 
 
 def dense_read(weights: Tensor, value: Tensor) -> Tensor:
@@ -28,6 +35,31 @@ def sparse_read(weights: Tensor, value: Tensor, edge_index: Tensor, num_queries:
     message = weights.unsqueeze(-1) * value[edge_index[0]]
     out = message.new_zeros((num_queries,) + tuple(message.shape[1:]))
     return out.index_add(0, edge_index[1], message)
+
+
+def sparse_read_auto(
+    weights: Tensor,
+    value: Tensor,
+    edge_index: Tensor,
+    num_queries: int,
+    deterministic: bool | None = None,
+) -> Tensor:
+    r""":func:`sparse_read` through the fused, memory-light kernel wherever it applies.
+
+    Same arguments, shapes and result as :func:`sparse_read`. The fused kernel
+    (:func:`~graphmem.attention.sparse_read_fused`) is used when the per-edge messages would
+    have at least :data:`FUSED_MIN_MESSAGE_SIZE` entries, or whenever ``deterministic`` is
+    true: it sums each target's edges in a fixed order without atomics, so results are
+    bitwise reproducible on CUDA too. ``deterministic=None`` follows
+    :func:`torch.are_deterministic_algorithms_enabled`. While ``torch.compile`` traces, the
+    plain read is used so that the graph stays whole.
+    """
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    message_size = weights.numel() * value.size(-1)
+    if not torch.compiler.is_compiling() and (deterministic or message_size >= FUSED_MIN_MESSAGE_SIZE):
+        return sparse_read_fused(weights, value, edge_index, num_queries)
+    return sparse_read(weights, value, edge_index, num_queries)
 
 
 def combine_heads(x: Tensor, concat: bool = True, dim: int = -2) -> Tensor:

@@ -28,7 +28,9 @@ def _per_pair(query_term: Tensor, key_term: Tensor, edge_index: Tensor | None) -
     """
     if edge_index is None:
         return query_term.unsqueeze(-1), key_term.unsqueeze(-2)
-    return query_term[edge_index[1]], key_term[edge_index[0]]
+    # index_select rather than advanced indexing: faster both ways on CPU (its backward is an
+    # index_add, not an accumulating index_put).
+    return query_term.index_select(0, edge_index[1]), key_term.index_select(0, edge_index[0])
 
 
 def dot_score(query: Tensor, key: Tensor, edge_index: Tensor | None = None) -> Tensor:
@@ -128,7 +130,7 @@ def decomposed_additive_score(
     """
     key_term = (key * att_key).sum(-1)
     if query is None:
-        pair = key_term.unsqueeze(-2) if edge_index is None else key_term[edge_index[0]]
+        pair = key_term.unsqueeze(-2) if edge_index is None else key_term.index_select(0, edge_index[0])
     else:
         query_term, key_term = _per_pair((query * att_query).sum(-1), key_term, edge_index)
         pair = query_term + key_term

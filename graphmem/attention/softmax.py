@@ -19,14 +19,15 @@ def _expand_index(index: Tensor, like: Tensor) -> Tensor:
 
 def segment_max(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
     """Maximum of ``src`` ``(E, *)`` per segment, ``(num_segments, *)``; ``-inf`` where empty."""
+    # In place on a fresh tensor: the out-of-place variants would copy it first.
     out = src.new_full((num_segments,) + tuple(src.shape[1:]), float("-inf"))
-    return out.scatter_reduce(0, _expand_index(index, src), src, reduce="amax", include_self=True)
+    return out.scatter_reduce_(0, _expand_index(index, src), src, reduce="amax", include_self=True)
 
 
 def segment_sum(src: Tensor, index: Tensor, num_segments: int) -> Tensor:
     """Sum of ``src`` ``(E, *)`` per segment, ``(num_segments, *)``; zero where empty."""
     out = src.new_zeros((num_segments,) + tuple(src.shape[1:]))
-    return out.index_add(0, index, src)
+    return out.index_add_(0, index, src)
 
 
 def _num_segments(index: Tensor, num_segments: int | None) -> int:
@@ -36,7 +37,7 @@ def _num_segments(index: Tensor, num_segments: int | None) -> int:
 
 
 def _finite_or_zero(x: Tensor) -> Tensor:
-    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def segment_softmax(logits: Tensor, index: Tensor, num_segments: int | None = None) -> Tensor:
@@ -58,9 +59,11 @@ def segment_softmax(logits: Tensor, index: Tensor, num_segments: int | None = No
     # The shift only guards exp() against overflow; softmax does not depend on it, so it
     # carries no gradient. Segments whose logits are all -inf get shift 0 and weights 0.
     shift = _finite_or_zero(segment_max(logits.detach(), index, num_segments))
-    exp = (logits - shift[index]).exp()
+    # Per-edge work is gathers and products only (no advanced indexing, no per-edge division):
+    # these run over E x heads entries, everything per segment is cheap.
+    exp = (logits - shift.index_select(0, index)).exp()
     total = segment_sum(exp, index, num_segments)
-    return exp / total.clamp_min(torch.finfo(exp.dtype).tiny)[index]
+    return exp * total.clamp_min(torch.finfo(exp.dtype).tiny).reciprocal().index_select(0, index)
 
 
 def masked_softmax(logits: Tensor, mask: Tensor | None = None, dim: int = -1) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from graphmem.attention import (
     decomposed_additive_score,
     make_score,
     normalize,
-    sparse_read,
+    sparse_read_auto,
 )
 
 PairTensor = tuple[Tensor, Tensor | None]
@@ -200,8 +201,17 @@ class GATConv(nn.Module):
         edge_attr: Tensor | None = None,
         size: tuple[int, int] | None = None,
         return_attention_weights: bool | None = None,
-    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Runs the layer; see the class docstring for shapes."""
+        logits_transform: Callable[[Tensor], Tensor] | None = None,
+        return_attention_logits: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]] | tuple[Any, ...]:
+        """Runs the layer; see the class docstring for shapes.
+
+        ``logits_transform`` maps the pre-normalization logits ``(E', H)`` (self-loops
+        included) to the logits that are normalized, e.g. an
+        :class:`~graphmem.nn.EvolvingAttention` that mixes in the previous layer's map.
+        ``return_attention_logits=True`` appends those (transformed) logits to the return
+        value: ``(out, logits)`` or ``(out, (edge_index, alpha), logits)``.
+        """
         if checks.enabled():
             self._check(x, edge_index, edge_attr, size)
         H, C = self.heads, self.out_channels
@@ -228,13 +238,17 @@ class GATConv(nn.Module):
             if edge_logit is not None:
                 logits = logits + edge_logit
 
+        if logits_transform is not None:
+            logits = logits_transform(logits)
         alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = combine_heads(sparse_read(alpha, h_src, edge_index, num_dst), self.concat)
+        out = combine_heads(sparse_read_auto(alpha, h_src, edge_index, num_dst), self.concat)
         if res is not None:
             out = out + res
         if self.bias is not None:
             out = out + self.bias
+        if return_attention_logits:
+            return (out, (edge_index, alpha), logits) if return_attention_weights else (out, logits)
         if return_attention_weights:
             return out, (edge_index, alpha)
         return out

@@ -1,0 +1,188 @@
+"""GATConv forward + backward: torch_geometric.nn.GATConv against graphmem.nn.GATConv.
+
+Both layers get the same weights (``load_state_dict``), the same random graph and the same
+loss, ``sum(out * c)``. Time is the median of several forward + backward runs, the two
+layers alternating in one process so that background load hits both alike. Peak memory is
+measured for each layer in a fresh child process running one forward + backward (CPU: the
+child's peak resident set, ``VmHWM``, in total and above the resident set just before
+the step; CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before).
+
+    python bench/gat_bench.py                          # every size on CPU
+    python bench/gat_bench.py --sizes cora 1m --repeats 7
+    python bench/gat_bench.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch_geometric
+import torch_geometric.nn as pygnn
+
+from graphmem.nn import GATConv
+
+
+@dataclass(frozen=True)
+class Config:
+    """One benchmark graph: random edges between ``nodes`` nodes, ``features`` inputs."""
+
+    name: str
+    nodes: int
+    edges: int
+    features: int
+    heads: int
+    channels: int
+
+
+CONFIGS = {
+    "cora": Config("cora-sized", 2708, 10556, 1433, 8, 8),
+    "10k": Config("10k edges", 500, 10_000, 128, 8, 16),
+    "100k": Config("100k edges", 5_000, 100_000, 128, 8, 16),
+    "1m": Config("1M edges", 50_000, 1_000_000, 128, 8, 16),
+}
+IMPLS = ("pyg", "graphmem")
+
+
+def build(config: Config, device: str, seed: int = 0):
+    """The graph, the loss weights and both layers with identical parameters."""
+    torch.manual_seed(seed)
+    x = torch.randn(config.nodes, config.features, device=device)
+    edge_index = torch.randint(0, config.nodes, (2, config.edges), device=device)
+    c = torch.randn(config.nodes, config.heads * config.channels, device=device)
+    ref = pygnn.GATConv(config.features, config.channels, heads=config.heads).to(device)
+    ours = GATConv(config.features, config.channels, heads=config.heads).to(device)
+    ours.load_state_dict(ref.state_dict())
+    return x, edge_index, c, {"pyg": ref, "graphmem": ours}
+
+
+def step(module: torch.nn.Module, x: torch.Tensor, edge_index: torch.Tensor, c: torch.Tensor) -> None:
+    """One forward + backward; gradients are dropped, not accumulated."""
+    module.zero_grad(set_to_none=True)
+    (module(x, edge_index) * c).sum().backward()
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_both(config: Config, device: str, repeats: int) -> dict[str, list[float]]:
+    """Seconds per forward + backward of each layer, alternating which goes first."""
+    x, edge_index, c, modules = build(config, device)
+    for module in modules.values():  # warm-up: allocator, lazy init, kernels
+        step(module, x, edge_index, c)
+    times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    for r in range(repeats):
+        for impl in (IMPLS if r % 2 == 0 else IMPLS[::-1]):
+            _sync(device)
+            start = time.perf_counter()
+            step(modules[impl], x, edge_index, c)
+            _sync(device)
+            times[impl].append(time.perf_counter() - start)
+    return times
+
+
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status (peak memory on CPU needs Linux)")
+
+
+def measure_memory_child(impl: str, key: str, device: str) -> dict[str, float]:
+    """In this (fresh) process: peak memory of one forward + backward of ``impl``."""
+    x, edge_index, c, modules = build(CONFIGS[key], device)
+    module = modules[impl]
+    del modules  # the other layer's parameters do not count
+    if device == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated() / 2**20
+        torch.cuda.reset_peak_memory_stats()
+        step(module, x, edge_index, c)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+        return {"peak_mb": peak, "step_mb": peak - before}
+    before = _status_mb("VmRSS")
+    step(module, x, edge_index, c)
+    # VmHWM, the high-water mark of this process image; ru_maxrss would also count the
+    # parent's memory, inherited through fork before exec.
+    peak = _status_mb("VmHWM")
+    return {"peak_mb": peak, "step_mb": peak - before}
+
+
+def measure_memory(impl: str, key: str, device: str, threads: int | None) -> dict[str, float]:
+    """Runs :func:`measure_memory_child` in a new interpreter and returns its result."""
+    command = [sys.executable, __file__, "--child", impl, key, "--device", device]
+    if threads:
+        command += ["--threads", str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def describe(device: str) -> str:
+    """The machine and software versions, for the report."""
+    if device == "cuda":
+        hardware = torch.cuda.get_device_name()
+    else:
+        hardware = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+    return (f"{hardware}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"torch_geometric {torch_geometric.__version__}, Python {platform.python_version()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per layer (median reported)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--child", nargs=2, metavar=("IMPL", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+
+    if args.child:
+        print(json.dumps(measure_memory_child(args.child[0], args.child[1], args.device)))
+        return
+
+    print(f"# GATConv forward + backward, {args.device}: {describe(args.device)}")
+    print(f"# load average before: {os.getloadavg()}")
+    memory_note = "peak RSS of a fresh process" if args.device == "cpu" else "peak CUDA allocation"
+    print(f"# time: median of {args.repeats} runs; memory: {memory_note} (total / during the step)")
+    print("| graph | nodes | edges | features | heads x ch | PyG ms | graphmem ms | speed-up "
+          "| PyG peak MB | graphmem peak MB | memory ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for key in args.sizes:
+        config = CONFIGS[key]
+        times = time_both(config, args.device, args.repeats)
+        ms = {impl: 1000 * statistics.median(t) for impl, t in times.items()}
+        row = [config.name, config.nodes, config.edges, config.features, f"{config.heads} x {config.channels}",
+               f"{ms['pyg']:.1f}", f"{ms['graphmem']:.1f}", f"{ms['pyg'] / ms['graphmem']:.2f}x"]
+        if args.no_memory:
+            row += ["-", "-", "-"]
+        else:
+            mem = {impl: measure_memory(impl, key, args.device, args.threads) for impl in IMPLS}
+            row += [f"{mem[i]['peak_mb']:.0f} / {mem[i]['step_mb']:.0f}" for i in IMPLS]
+            row.append(f"{mem['graphmem']['peak_mb'] / mem['pyg']['peak_mb']:.2f} / "
+                       f"{mem['graphmem']['step_mb'] / max(mem['pyg']['step_mb'], 1e-9):.2f}")
+        print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
+        print(f"#   {key}: all times ms  pyg {[round(1000 * t) for t in times['pyg']]}"
+              f"  graphmem {[round(1000 * t) for t in times['graphmem']]}", flush=True)
+    print(f"# load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
