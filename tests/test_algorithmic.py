@@ -82,3 +82,13 @@ def test_ntm_trains_on_copy(tmp_path):
     assert last < first
     result = trainer.test(model, dm, verbose=False)[0]
     assert "test_bit_error_rate/3" in result
+
+
+@pytest.mark.slow
+def test_compiled_ntm_step_matches_eager():
+    torch.manual_seed(0)
+    eager = NTM(5, 4, memory_size=16, memory_width=8, controller_size=32)
+    compiled = NTM(5, 4, memory_size=16, memory_width=8, controller_size=32, compile_step=True)
+    compiled.load_state_dict(eager.state_dict())
+    inputs, _, _ = copy_batch(4, 3, width=4)
+    assert torch.allclose(eager(inputs)[0], compiled(inputs)[0], atol=1e-5)

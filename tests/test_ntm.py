@@ -549,7 +549,10 @@ def test_reset_parameters_and_repr():
         for p in model.parameters():
             p.fill_(7.0)
     model.reset_parameters()
-    assert torch.equal(model.cell.initial_read_logits, torch.zeros_like(model.cell.initial_read_logits))
+    initial = model.cell.initial_state(1)
+    for weights in (initial.read_weights, initial.write_weights):
+        assert torch.equal(weights.argmax(-1), torch.zeros_like(weights.argmax(-1)))
+        assert (weights[..., 0] > 0.99).all()
     assert float(model.cell.initial_memory.detach().abs().max()) <= 1 / math.sqrt(6 + 4)
     assert not (model.cell.output.weight == 7).any()
     text = repr(model)
