@@ -1,14 +1,15 @@
 """GATConv forward + backward: torch_geometric.nn.GATConv against graphmem.nn.GATConv.
 
 Both layers get the same weights (``load_state_dict``), the same random graph and the same
-loss, ``sum(out * c)``. Time is the median of several forward + backward runs, the two
-layers alternating in one process so that background load hits both alike. Peak memory is
+loss, ``sum(out * c)``. Time is the median (and the minimum, the run least disturbed by other
+processes) of several forward + backward runs, the two layers alternating in one process so
+that background load hits both alike. Peak memory is
 measured for each layer in a fresh child process running one forward + backward (CPU: the
 child's peak resident set, ``VmHWM``, in total and above the resident set just before
 the step; CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated before).
 
     python bench/gat_bench.py                          # every size on CPU
-    python bench/gat_bench.py --sizes cora 1m --repeats 7
+    python bench/gat_bench.py --sizes cora 1m --repeats 9 --threads 1
     python bench/gat_bench.py --device cuda
 """
 
@@ -75,13 +76,20 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_both(config: Config, device: str, repeats: int) -> dict[str, list[float]]:
-    """Seconds per forward + backward of each layer, alternating which goes first."""
+def time_both(config: Config, device: str, repeats: int, min_time: float) -> dict[str, list[float]]:
+    """Seconds per forward + backward of each layer, alternating which goes first.
+
+    At least ``repeats`` runs each, more until ``min_time`` seconds have passed (small graphs
+    take milliseconds, and a median of a few is at the mercy of background load).
+    """
     x, edge_index, c, modules = build(config, device)
     for module in modules.values():  # warm-up: allocator, lazy init, kernels
         step(module, x, edge_index, c)
     times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-    for r in range(repeats):
+    start_all = time.perf_counter()
+    r = 0
+    while r < repeats or (time.perf_counter() - start_all < min_time and r < 1000):
+        r += 1
         for impl in (IMPLS if r % 2 == 0 else IMPLS[::-1]):
             _sync(device)
             start = time.perf_counter()
@@ -135,16 +143,24 @@ def describe(device: str) -> str:
     if device == "cuda":
         hardware = torch.cuda.get_device_name()
     else:
-        hardware = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+        model = platform.processor() or platform.machine()
+        if os.path.exists("/proc/cpuinfo"):
+            with open("/proc/cpuinfo") as f:
+                names = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+                model = next(names, model)
+        hardware = f"{model}, {os.cpu_count()} CPU cores"
     return (f"{hardware}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
             f"torch_geometric {torch_geometric.__version__}, Python {platform.python_version()}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per layer (median reported)")
+    parser.add_argument("--repeats", type=int, default=7, help="least timed runs per layer (median reported)")
+    parser.add_argument("--min-time", type=float, default=3.0,
+                        help="keep repeating until this many seconds have passed per graph")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "SIZE"), help=argparse.SUPPRESS)
@@ -161,16 +177,20 @@ def main() -> None:
     print(f"# GATConv forward + backward, {args.device}: {describe(args.device)}")
     print(f"# load average before: {os.getloadavg()}")
     memory_note = "peak RSS of a fresh process" if args.device == "cpu" else "peak CUDA allocation"
-    print(f"# time: median of {args.repeats} runs; memory: {memory_note} (total / during the step)")
+    print(f"# time: median (minimum) of >= {args.repeats} runs (>= {args.min_time:g} s per graph); "
+          f"memory: {memory_note} (total / during the step)")
     print("| graph | nodes | edges | features | heads x ch | PyG ms | graphmem ms | speed-up "
           "| PyG peak MB | graphmem peak MB | memory ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in args.sizes:
         config = CONFIGS[key]
-        times = time_both(config, args.device, args.repeats)
+        times = time_both(config, args.device, args.repeats, args.min_time)
         ms = {impl: 1000 * statistics.median(t) for impl, t in times.items()}
-        row = [config.name, config.nodes, config.edges, config.features, f"{config.heads} x {config.channels}",
-               f"{ms['pyg']:.1f}", f"{ms['graphmem']:.1f}", f"{ms['pyg'] / ms['graphmem']:.2f}x"]
+        best = {impl: 1000 * min(t) for impl, t in times.items()}
+        row = [config.name, config.nodes, config.edges, config.features,
+               f"{config.heads} x {config.channels}",
+               f"{ms['pyg']:.1f} ({best['pyg']:.1f})", f"{ms['graphmem']:.1f} ({best['graphmem']:.1f})",
+               f"{ms['pyg'] / ms['graphmem']:.2f}x ({best['pyg'] / best['graphmem']:.2f}x)"]
         if args.no_memory:
             row += ["-", "-", "-"]
         else:
@@ -179,8 +199,10 @@ def main() -> None:
             row.append(f"{mem['graphmem']['peak_mb'] / mem['pyg']['peak_mb']:.2f} / "
                        f"{mem['graphmem']['step_mb'] / max(mem['pyg']['step_mb'], 1e-9):.2f}")
         print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
-        print(f"#   {key}: all times ms  pyg {[round(1000 * t) for t in times['pyg']]}"
-              f"  graphmem {[round(1000 * t) for t in times['graphmem']]}", flush=True)
+        quartiles = {impl: [round(1000 * q, 1) for q in statistics.quantiles(t, n=4)]
+                     for impl, t in times.items()}
+        print(f"#   {key}: {len(times['pyg'])} runs each; quartiles ms  pyg {quartiles['pyg']}"
+              f"  graphmem {quartiles['graphmem']}", flush=True)
     print(f"# load average after: {os.getloadavg()}")
 
 

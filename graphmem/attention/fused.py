@@ -21,10 +21,10 @@ where :math:`g = \partial L / \partial r`. The heads become one block-diagonal m
 ``H * N_q`` rows, so each product is a single call of PyTorch's sparse kernels (MKL on CPU,
 cuSPARSE on CUDA).
 
-Every kernel here is free of atomics and its order of summation does not depend on
-scheduling: the sort is stable, each output row of an SpMM is reduced by one thread, and
-each SDDMM entry is a dot product of its own. Results are therefore bitwise reproducible
-from run to run, on CPU and CUDA alike.
+No kernel here uses atomics, and no order of summation depends on scheduling: the sort is
+stable, each output row of an SpMM is summed in a fixed order, and each SDDMM entry is a
+dot product of its own. Results are therefore reproducible to the bit from run to run
+(tested on CPU; on CUDA this rests on cuSPARSE's non-transposed CSR SpMM and its SDDMM).
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ def _block_diagonal(rowptr: Tensor, col: Tensor, heads: int, num_cols: int) -> t
     ``(H R, H num_cols)`` matrix whose block ``h`` is head ``h``. With values ``(H, E)`` and
     the head-major dense operand ``(H num_cols, C)``, one sparse product serves every head.
     """
-    num_edges = col.numel()
+    num_edges, num_rows = col.numel(), rowptr.numel() - 1
     head = torch.arange(heads, dtype=col.dtype, device=col.device).unsqueeze(1)
-    crow = torch.cat([(rowptr[:-1].unsqueeze(0) + head * num_edges).reshape(-1),
-                      rowptr.new_full((1,), heads * num_edges)])
+    crow = rowptr.new_empty(heads * num_rows + 1)
+    torch.add(rowptr[:-1], head * num_edges, out=crow[:-1].view(heads, num_rows))
+    crow[-1] = heads * num_edges
     return crow, (col.unsqueeze(0) + head * num_cols).reshape(-1)
 
 
@@ -94,20 +95,22 @@ class _FusedSparseRead(torch.autograd.Function):
     """``r = A v`` with ``A`` built from edge weights; see the module docstring."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, weights: Tensor, value: Tensor, source: Tensor, target: Tensor,
+    def forward(ctx: FunctionCtx, weights: Tensor, value: Tensor, edge_index: Tensor,
                 num_queries: int) -> Tensor:
         (num_edges, heads), (num_keys, channels) = weights.shape, (value.size(0), value.size(2))
         ctx.num_queries = num_queries
         if num_edges == 0:  # sparse kernels may reject a matrix without entries
             ctx.save_for_backward(weights, value)
             return value.new_zeros(num_queries, heads, channels)
-        index_dtype = torch.int32 if heads * max(num_edges, num_keys, num_queries) <= _INT32_MAX else torch.int64
-        source, target = torch.stack([source, target]).to(index_dtype)
+        fits_int32 = heads * max(num_edges, num_keys, num_queries) <= _INT32_MAX
+        index_dtype = torch.int32 if fits_int32 else torch.int64
+        source, target = edge_index.to(index_dtype)
         sorted_target, order, rowptr = _sort_rows(target, num_queries)
         crow, col = _block_diagonal(rowptr, source.index_select(0, order), heads, num_keys)
         values = weights.t().index_select(1, order)  # (H, E): row h holds head h's CSR values
         value_hm = _head_major(value)
-        adjacency = _csr(crow, col, values, (heads * num_queries, heads * num_keys))
+        shape = (heads * num_queries, heads * num_keys)
+        adjacency = _csr(crow, col, values, shape)
         ctx.save_for_backward(order, sorted_target, crow, col, values, value_hm)
         return _node_major(_spmm(adjacency, value_hm), heads)
 
@@ -116,16 +119,17 @@ class _FusedSparseRead(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         if len(ctx.saved_tensors) == 2:  # no edges: nothing was read
             weights, value = ctx.saved_tensors
-            return torch.zeros_like(weights), torch.zeros_like(value), None, None, None
+            return torch.zeros_like(weights), torch.zeros_like(value), None, None
         order, sorted_target, crow, col, values, value_hm = ctx.saved_tensors
         num_queries, (heads, num_edges) = ctx.num_queries, values.shape
         num_keys = value_hm.size(0) // heads
+        shape = (heads * num_queries, heads * num_keys)
         grad_hm = _head_major(grad_out)
         grad_weights = grad_value = None
         if ctx.needs_input_grad[0]:
             # SDDMM: <g[t(e), h], v[s(e), h]> on A's pattern, one dot product per entry, written
             # in place (out=) into zeros: a separate output would copy A's indices first.
-            products = _csr(crow, col, values.new_zeros(values.shape), (heads * num_queries, heads * num_keys))
+            products = _csr(crow, col, values.new_zeros(values.shape), shape)
             torch.sparse.sampled_addmm(products, grad_hm, value_hm.t(), beta=0.0, out=products)
             grad_weights = grad_out.new_empty(num_edges, heads)
             grad_weights.index_copy_(0, order, products.values().view(heads, -1).t())
@@ -134,10 +138,11 @@ class _FusedSparseRead(torch.autograd.Function):
             # convert formats or, on CUDA, accumulate with atomics. Sorting A's entries by
             # column gives its pattern and the order of its values directly.
             _, order_t, rowptr_t = _sort_rows(col[:num_edges], num_keys)  # head 0's block: no offset
-            crow_t, col_t = _block_diagonal(rowptr_t, sorted_target.index_select(0, order_t), heads, num_queries)
-            adjacency_t = _csr(crow_t, col_t, values.index_select(1, order_t), (heads * num_keys, heads * num_queries))
+            crow_t, col_t = _block_diagonal(rowptr_t, sorted_target.index_select(0, order_t), heads,
+                                            num_queries)
+            adjacency_t = _csr(crow_t, col_t, values.index_select(1, order_t), shape[::-1])
             grad_value = _node_major(_spmm(adjacency_t, grad_hm), heads)
-        return grad_weights, grad_value, None, None, None
+        return grad_weights, grad_value, None, None
 
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
@@ -151,7 +156,7 @@ def sparse_read_fused(weights: Tensor, value: Tensor, edge_index: Tensor, num_qu
     Same arguments, result and gradients as :func:`~graphmem.attention.sparse_read` (up to
     float rounding), at a memory cost of ``O(E H)`` instead of ``O(E H C)``: the forward is a
     CSR sparse-dense product, the backward a transposed one and an SDDMM (module docstring).
-    Bitwise reproducible from run to run on CPU and CUDA. Half and bfloat16 inputs are
+    Bitwise reproducible from run to run (no atomics). Half and bfloat16 inputs are
     computed in float32 and the result cast back. Not twice differentiable.
 
     Args:
@@ -174,8 +179,7 @@ def sparse_read_fused(weights: Tensor, value: Tensor, edge_index: Tensor, num_qu
     out = _FusedSparseRead.apply(
         weights.reshape(weights.size(0), heads).to(compute),
         value.reshape(value.size(0), heads, value.size(-1)).to(compute),
-        edge_index[0],
-        edge_index[1],
+        edge_index,
         num_queries,
     )
     return out.view(out_shape).to(dtype)

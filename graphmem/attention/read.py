@@ -8,7 +8,8 @@ from torch import Tensor
 from graphmem.attention.fused import sparse_read_fused
 
 # Below this many per-edge message entries (E * H * C) the message tensor is small and the
-# plain read, one gather and one index_add, beats sorting edges into CSR form.
+# plain read, one gather and one index_add, beats sorting the edges into CSR form; on the
+# 2-core CPU of docs/benchmarks.md the crossover lies between 128k and 512k entries.
 FUSED_MIN_MESSAGE_SIZE = 2**18
 
 
@@ -31,10 +32,15 @@ def sparse_read(weights: Tensor, value: Tensor, edge_index: Tensor, num_queries:
 
     Returns:
         ``(num_queries, *, D_v)``.
+
+    Forms every message (``E x * x D_v`` entries, all kept for the backward pass); for large
+    graphs use :func:`sparse_read_auto` or :func:`~graphmem.attention.sparse_read_fused`.
     """
-    message = weights.unsqueeze(-1) * value[edge_index[0]]
+    # index_select, not value[...]: its backward is an index_add rather than a slower
+    # accumulating index_put; index_add_ in place on a fresh tensor saves a copy.
+    message = weights.unsqueeze(-1) * value.index_select(0, edge_index[0])
     out = message.new_zeros((num_queries,) + tuple(message.shape[1:]))
-    return out.index_add(0, edge_index[1], message)
+    return out.index_add_(0, edge_index[1], message)
 
 
 def sparse_read_auto(
@@ -49,10 +55,10 @@ def sparse_read_auto(
     Same arguments, shapes and result as :func:`sparse_read`. The fused kernel
     (:func:`~graphmem.attention.sparse_read_fused`) is used when the per-edge messages would
     have at least :data:`FUSED_MIN_MESSAGE_SIZE` entries, or whenever ``deterministic`` is
-    true: it sums each target's edges in a fixed order without atomics, so results are
-    bitwise reproducible on CUDA too. ``deterministic=None`` follows
-    :func:`torch.are_deterministic_algorithms_enabled`. While ``torch.compile`` traces, the
-    plain read is used so that the graph stays whole.
+    true: it sums each target's edges in a fixed order without atomics (the plain read's
+    ``index_add`` uses atomics on CUDA), so results are reproducible to the bit.
+    ``deterministic=None`` follows :func:`torch.are_deterministic_algorithms_enabled`. While
+    ``torch.compile`` traces, the plain read is used so that the graph stays whole.
     """
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
