@@ -13,7 +13,7 @@ export GRAPHMEM_DATA
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,5 +33,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# the documentation site, into site/ (strict: a broken link or page fails the build); the test
+# extra that the venv installs holds the docs packages (pip install -e '.[docs]' elsewhere)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs lightning_logs
+	rm -rf $(VENV) runs lightning_logs site

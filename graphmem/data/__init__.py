@@ -4,9 +4,11 @@ from graphmem.data.algorithmic import AlgorithmicDataModule, associative_recall_
 from graphmem.data.download import DataFileError, fetch
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
 from graphmem.data.molecule_datamodule import MoleculeDataModule
+from graphmem.data.neighbor_sampler import UniformNeighborSampler, neighbor_loader
 from graphmem.data.node_datamodule import NodeDataModule
 from graphmem.data.planetoid import karate_club, load_planetoid
 from graphmem.data.splits import make_split, random_split, scaffold_split
+from graphmem.data.synthetic import SyntheticGraph
 
 __all__ = [
     "AlgorithmicDataModule",
@@ -27,4 +29,7 @@ __all__ = [
     "random_split",
     "scaffold_split",
     "smiles_to_graph",
+    "SyntheticGraph",
+    "UniformNeighborSampler",
+    "neighbor_loader",
 ]

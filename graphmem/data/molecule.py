@@ -112,8 +112,21 @@ class MoleculeSet:
     def smiles(self) -> list[str]:
         return [g.smiles for g in self.graphs]
 
+    @property
+    def missing_labels(self) -> tuple[int, int, int]:
+        """``(missing, total, unlabelled)``: ``NaN`` label entries, all entries, and molecules
+        with no label at all (kept: they still count as molecules, but add nothing to the loss)."""
+        if not self.graphs:
+            return 0, 0, 0
+        missing = torch.isnan(torch.cat([g.y for g in self.graphs]))
+        return int(missing.sum()), missing.numel(), int(missing.all(-1).sum())
+
     def summary(self) -> str:
         line = f"{self.name}: {len(self.graphs)} molecules, {len(self.tasks)} tasks"
+        missing, total, unlabelled = self.missing_labels
+        if missing:
+            line += f", {missing}/{total} labels missing ({100 * missing / total:.1f}%"
+            line += f", {unlabelled} molecules unlabelled)" if unlabelled else ")"
         if self.skipped:
             examples = "; ".join(f"row {s.row}: {s.reason}" for s in self.skipped[:3])
             line += f", {len(self.skipped)} rows skipped ({examples}{'; ...' if len(self.skipped) > 3 else ''})"

@@ -1,31 +1,56 @@
-"""LightningDataModule for full-graph node classification (Planetoid graphs, karate club)."""
+"""LightningDataModule for node classification on one graph: whole-graph batches, or
+neighbour-sampled mini-batches for graphs too large for that."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import lightning as L
+from torch.utils.data import DataLoader as TorchDataLoader
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from torch_geometric.transforms import NormalizeFeatures
 
+from graphmem.data.neighbor_sampler import neighbor_loader
 from graphmem.data.planetoid import PLANETOID, karate_club, load_planetoid
+from graphmem.data.synthetic import SyntheticGraph
 
-NODE_DATASETS: tuple[str, ...] = PLANETOID + ("karate",)
+NODE_DATASETS: tuple[str, ...] = PLANETOID + ("karate", "synthetic")
 
 
 class NodeDataModule(L.LightningDataModule):
-    """One graph, trained full-batch; the split lives in its ``train/val/test_mask``.
+    """One graph; the split lives in its ``train/val/test_mask``.
+
+    By default every step sees the whole graph (the GAT paper's transductive setting). With
+    ``num_neighbors`` set, each step sees ``batch_size`` seed nodes of the split and their
+    sampled neighbourhoods instead (see :mod:`graphmem.data.neighbor_sampler`); the task then
+    scores the seed nodes, the first ``batch.batch_size`` nodes of each batch.
 
     Args:
-        dataset: ``cora``, ``citeseer``, ``pubmed`` or ``karate``.
+        dataset: ``cora``, ``citeseer``, ``pubmed``, ``karate``, or ``synthetic`` (a generated
+            planted-partition graph, see ``synthetic``).
         normalize_features: row-normalise features (as in the GAT paper).
         root: folder holding ``planetoid/ind.<name>.*`` (defaults to ``$GRAPHMEM_DATA``, then the cache).
+        num_neighbors: neighbours sampled per hop, one entry per model layer, e.g. ``[10, 10]``
+            (``-1``: all); ``None`` trains on the whole graph.
+        batch_size: seed nodes per mini-batch (only with ``num_neighbors``).
+        num_workers: data loader workers for sampled mini-batches.
+        synthetic: the generated graph's parameters when ``dataset="synthetic"``.
     """
 
-    def __init__(self, dataset: str = "cora", normalize_features: bool = True, root: str | None = None) -> None:
+    def __init__(self, dataset: str = "cora", normalize_features: bool = True, root: str | None = None,
+                 num_neighbors: Sequence[int] | None = None, batch_size: int = 1024, num_workers: int = 0,
+                 synthetic: SyntheticGraph | None = None) -> None:
         super().__init__()
         if dataset not in NODE_DATASETS:
             raise ValueError(f"unknown node dataset {dataset!r}; choose one of {NODE_DATASETS}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if synthetic is not None and dataset != "synthetic":
+            raise ValueError(f"synthetic graph options were given but dataset is {dataset!r}; "
+                             f"set dataset: synthetic to use them")
         self.save_hyperparameters()
+        self.synthetic = synthetic or SyntheticGraph()
         self.data: Data | None = None
 
     def prepare_data(self) -> None:
@@ -36,7 +61,12 @@ class NodeDataModule(L.LightningDataModule):
         if self.data is not None:
             return
         name = self.hparams.dataset
-        data = karate_club() if name == "karate" else load_planetoid(name, self.hparams.root)
+        if name == "karate":
+            data = karate_club()
+        elif name == "synthetic":
+            data = self.synthetic.generate()
+        else:
+            data = load_planetoid(name, self.hparams.root)
         self.data = NormalizeFeatures()(data) if self.hparams.normalize_features else data
 
     @property
@@ -49,17 +79,26 @@ class NodeDataModule(L.LightningDataModule):
         self.setup()
         return int(self.data.y.max()) + 1
 
-    def _loader(self) -> DataLoader:
-        return DataLoader([self.data], batch_size=1)
+    @property
+    def sampled(self) -> bool:
+        """Whether batches are neighbour-sampled mini-batches rather than the whole graph."""
+        return self.hparams.num_neighbors is not None
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader()
+    def _loader(self, mask_name: str | None = None, shuffle: bool = False) -> TorchDataLoader:
+        if not self.sampled:
+            return DataLoader([self.data], batch_size=1)
+        seeds = getattr(self.data, mask_name) if mask_name else None  # None: every node
+        return neighbor_loader(self.data, self.hparams.num_neighbors, seeds, self.hparams.batch_size,
+                               shuffle=shuffle, num_workers=self.hparams.num_workers)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader()
+    def train_dataloader(self) -> TorchDataLoader:
+        return self._loader("train_mask", shuffle=True)
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader()
+    def val_dataloader(self) -> TorchDataLoader:
+        return self._loader("val_mask")
 
-    def predict_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> TorchDataLoader:
+        return self._loader("test_mask")
+
+    def predict_dataloader(self) -> TorchDataLoader:
         return self._loader()

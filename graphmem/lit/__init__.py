@@ -1,9 +1,10 @@
 """LightningModules per task kind."""
 
-from graphmem.lit.callbacks import EpochSummary
+from graphmem.lit.callbacks import EpochSummary, RandomStateCheckpoint
+from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
 from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
 from graphmem.lit.metrics import multitask_roc_auc
 from graphmem.lit.node import NodeClassificationTask
 from graphmem.lit.sequence import SequenceTask, sequence_costs
 
-__all__ = ["EpochSummary", "GraphPropertyTask", "masked_bce_with_logits", "multitask_roc_auc", "NodeClassificationTask", "SequenceTask", "sequence_costs"]
+__all__ = ["CheckpointError", "EpochSummary", "RandomStateCheckpoint", "check_checkpoint", "GraphPropertyTask", "masked_bce_with_logits", "multitask_roc_auc", "NodeClassificationTask", "SequenceTask", "sequence_costs"]

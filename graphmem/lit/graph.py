@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
+from graphmem.lit.distributed import gather_rows
 from graphmem.lit.metrics import multitask_roc_auc
 
 
@@ -24,7 +24,9 @@ class GraphPropertyTask(L.LightningModule):
     """Trains any graph model ``Batch -> (G, T) logits`` on ``T`` binary tasks with missing labels.
 
     Logs ``{train,val,test}_loss`` and ``{val,test}_roc_auc`` (mean over tasks, OGB's
-    convention), and per-task ``test_roc_auc/<task index>``.
+    convention), and per-task ``test_roc_auc/<task index>``. Under DDP the ROC-AUC is computed
+    on the outputs of all ranks, each example once (see :mod:`graphmem.lit.distributed`), so it
+    equals the single-process value; every rank logs it, so callbacks may monitor it.
 
     Args:
         model: the network, e.g. :class:`graphmem.models.MoleculeGAT`.
@@ -65,21 +67,22 @@ class GraphPropertyTask(L.LightningModule):
 
     def _gathered(self, stage: str) -> tuple[Tensor, Tensor]:
         outputs, self._outputs[stage] = self._outputs[stage], []
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            everything: list = [None] * dist.get_world_size()
-            dist.all_gather_object(everything, outputs)
-            outputs = [pair for part in everything for pair in part]
-        return torch.cat([y for y, _ in outputs]), torch.cat([s for _, s in outputs])
+        loaders = self.trainer.val_dataloaders if stage == "val" else self.trainer.test_dataloaders
+        y, scores = torch.cat([y for y, _ in outputs]), torch.cat([s for _, s in outputs])
+        return gather_rows((y, scores), loaders)
 
     def _log_roc_auc(self, stage: str) -> None:
+        # under DDP every rank has the same number of batches (the sampler pads), so either all
+        # ranks return here or all reach the gather
         if not self._outputs[stage] or self.trainer.sanity_checking:
             self._outputs[stage] = []
             return
         mean, per_task = multitask_roc_auc(*self._gathered(stage))
-        self.log(f"{stage}_roc_auc", mean, prog_bar=True, rank_zero_only=True)
+        # identical on every rank (computed from the same gathered outputs): no sync needed
+        self.log(f"{stage}_roc_auc", mean, prog_bar=True)
         if stage == "test":
             for task, value in enumerate(per_task):
-                self.log(f"test_roc_auc/{task}", value, rank_zero_only=True)
+                self.log(f"test_roc_auc/{task}", value)
 
     def on_validation_epoch_end(self) -> None:
         self._log_roc_auc("val")
