@@ -73,19 +73,20 @@ def main(args: list[str] | None = None) -> GraphmemCLI | None:
     # Attention weights and Adam's second moments drift into subnormal floats, which x86 CPUs
     # process up to 100x slower (measured: Tox21 epochs took 31 s instead of 7 s).
     torch.set_flush_denormal(True)
-    if args[:1] == ["plot"]:
-        from graphmem.plot.cli import plot_main  # matplotlib and RDKit drawing only when plotting
-
-        plot_main(args[1:])
-        return None
     if args[:1] == ["recipes"]:
         for name, header in recipe_summaries():
             print(f"{name:<24} {header}")
         return None
     try:
+        if args[:1] == ["plot"]:
+            from graphmem.plot.cli import plot_main  # matplotlib and RDKit drawing only when plotting
+
+            plot_main(args[1:])
+            return None
         cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
-                           subclass_mode_data=True, args=None if from_shell else args, save_config_kwargs={"overwrite": True},
-                           trainer_defaults={"callbacks": [RandomStateCheckpoint()]})
+                          subclass_mode_data=True, args=None if from_shell else args,
+                          save_config_kwargs={"overwrite": True},
+                          trainer_defaults={"callbacks": [RandomStateCheckpoint()]})
     except CheckpointError as error:
         if not from_shell:
             raise

@@ -135,15 +135,15 @@ def _bad_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, st
         return t
 
     return {
-        "edge_attr too short": (x, edge_index, edge_attr[:3], r"edge_attr has 3 rows but edge_index has 4 edges"),
-        "edge_attr too long": (x, edge_index, torch.randn(9, 2), r"edge_attr has 9 rows but edge_index has 4 edges"),
-        "float edge_index": (x, edge_index.float(), edge_attr, r"edge_index must hold integers .* torch.float32"),
+        "edge_attr too short": (x, edge_index, edge_attr[:3], r"edge_attr has 3 rows but edge_index has 4"),
+        "edge_attr too long": (x, edge_index, torch.randn(9, 2), r"edge_attr has 9 rows but edge_index"),
+        "float edge_index": (x, edge_index.float(), edge_attr, r"edge_index must hold integers .*float32"),
         "bool edge_index": (x, edge_index.bool(), edge_attr, r"edge_index must hold integers .* torch.bool"),
         "uint8 edge_index": (x, edge_index.to(torch.uint8), edge_attr, r"edge_index must hold integers"),
         "integer x": (x.long(), edge_index, edge_attr, r"x must be a floating-point tensor, got torch.int64"),
         "bool x": (x > 0, edge_index, edge_attr, r"x must be a floating-point tensor, got torch.bool"),
         "integer edge_attr": (x, edge_index, edge_attr.long(), r"edge_attr must be a floating-point tensor"),
-        "NaN x": (poke(x, float("nan")), edge_index, edge_attr, r"x contains 1 NaN or Inf values \(first in row 1\)"),
+        "NaN x": (poke(x, float("nan")), edge_index, edge_attr, r"x contains 1 NaN .*\(first in row 1\)"),
         "+Inf x": (poke(x, float("inf")), edge_index, edge_attr, r"x contains 1 NaN or Inf"),
         "-Inf x": (poke(x, float("-inf")), edge_index, edge_attr, r"x contains 1 NaN or Inf"),
         "NaN edge_attr": (x, edge_index, poke(edge_attr, float("nan")), r"edge_attr contains 1 NaN or Inf"),
@@ -164,7 +164,7 @@ def test_bad_input_raises_before_any_kernel(case, kernel_calls):
 
 def test_spy_sees_the_kernels_of_a_good_call(kernel_calls):
     # guards the test above: were the spies wrong, "no call" would prove nothing
-    x, edge_index, edge_attr, _ = _bad_cases()["edge_attr too short"]
+    x, edge_index, _, _ = _bad_cases()["edge_attr too short"]
     GATConv(4, 3, heads=2, edge_dim=2)(x, edge_index, torch.randn(4, 2))
     assert set(KERNELS) <= set(kernel_calls) and "Linear" in kernel_calls
 

@@ -111,9 +111,10 @@ def test_synthetic_graph_shape_split_and_homophily(graph):
     assert torch.equal(again.edge_index, graph.edge_index) and torch.equal(again.x, graph.x)
 
 
-@pytest.mark.parametrize("bad, message", [(dict(homophily=1.5), "homophily"), (dict(num_classes=1), "num_classes"),
-                                          (dict(fractions=(0.5, 0.5, 0.5)), "fractions"),
-                                          (dict(avg_degree=0), "avg_degree")])
+@pytest.mark.parametrize("bad, message", [({"homophily": 1.5}, "homophily"),
+                                          ({"num_classes": 1}, "num_classes"),
+                                          ({"fractions": (0.5, 0.5, 0.5)}, "fractions"),
+                                          ({"avg_degree": 0}, "avg_degree")])
 def test_synthetic_graph_bad_arguments(bad, message):
     with pytest.raises(ValueError, match=message):
         SyntheticGraph(**{**SMALL, **bad})
@@ -145,7 +146,8 @@ def test_task_scores_seed_nodes_of_sampled_batches(graph):
 def test_large_graph_recipe_on_a_small_generated_graph(tmp_path):
     cli = main(["fit", "--config", str(RECIPES / "large_graph_sampled.yaml"),
                 "--data.init_args.synthetic.num_nodes", "3000", "--data.init_args.synthetic.noise", "2.0",
-                "--data.init_args.batch_size", "64", "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(tmp_path),
+                "--data.init_args.batch_size", "64", "--trainer.max_epochs", "4",
+                "--trainer.default_root_dir", str(tmp_path),
                 "--trainer.logger.init_args.save_dir", str(tmp_path)])
     assert cli.datamodule.sampled and cli.datamodule.data.num_nodes == 3000
     accuracy = float(cli.trainer.callback_metrics["test_acc"])
@@ -159,7 +161,7 @@ def test_bf16_mixed_precision_on_cpu(tmp_path):
                 "--trainer.max_epochs", "30", "--trainer.default_root_dir", str(tmp_path),
                 "--trainer.logger", "false"])
     plugin = cli.trainer.precision_plugin
-    assert cli.trainer.precision == "bf16-mixed" and plugin.device == "cpu" and plugin.precision == "bf16-mixed"
+    assert cli.trainer.precision == plugin.precision == "bf16-mixed" and plugin.device == "cpu"
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["test_loss"]) and float(metrics["test_acc"]) >= 0.75
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # mixed: weights stay float32

@@ -125,7 +125,8 @@ def _assert_finite_step(model: NTM, optimizer: torch.optim.Optimizer, inputs: to
     optimizer.zero_grad(set_to_none=False)
     loss.backward()
     # three fused passes instead of one per tensor: the loop runs 50,000 times
-    assert bool(torch.isfinite(logits).all() & torch.isfinite(state.memory).all()), "non-finite output or memory"
+    finite = torch.isfinite(logits).all() & torch.isfinite(state.memory).all()
+    assert bool(finite), "non-finite output or memory"
     grads = parameters_to_vector(p.grad for p in model.parameters())
     assert bool(torch.isfinite(grads).all()), "non-finite gradient"
     torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

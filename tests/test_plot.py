@@ -86,7 +86,8 @@ def test_plot_verb_with_and_without_checkpoint(tmp_path, capsys):
     checkpoint = tmp_path / "ntm.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()}}, checkpoint)
     main(["plot", "ntm", "--config", str(RECIPES / "ntm_copy.yaml"), "--ckpt_path", str(checkpoint),
-          "--out", str(tmp_path / "trained.png"), "--", "--model.init_args.model.init_args.memory_size", "16"])
+          "--out", str(tmp_path / "trained.png"),
+          "--", "--model.init_args.model.init_args.memory_size", "16"])
     _assert_png(tmp_path / "trained.png")
     assert f"wrote {tmp_path / 'trained.png'}" in capsys.readouterr().out
     # a checkpoint of another shape is named, with what to do
@@ -97,7 +98,8 @@ def test_plot_verb_with_and_without_checkpoint(tmp_path, capsys):
 
 def test_plot_verb_molecule_and_wrong_kind(tmp_path):
     out = tmp_path / "ethanol.png"
-    main(["plot", "molecule", "--config", str(RECIPES / "tox21_gat.yaml"), "--smiles", "CCO", "--out", str(out)])
+    main(["plot", "molecule", "--config", str(RECIPES / "tox21_gat.yaml"), "--smiles", "CCO",
+          "--out", str(out)])
     _assert_png(out)
     with pytest.raises(ValueError, match="does not build an NTM"):
         main(["plot", "ntm", "--config", str(RECIPES / "tox21_gat.yaml"), "--out", str(tmp_path / "y.png")])

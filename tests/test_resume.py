@@ -134,7 +134,7 @@ def test_shell_gets_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
         main()
     assert info.value.code == 2
-    assert capsys.readouterr().err == (f"graphmem: error: checkpoint file {bad} (11 bytes) is truncated or is "
-                                       f"not a PyTorch checkpoint (no zip archive index found); pass another "
-                                       f"checkpoint with --ckpt_path (e.g. an earlier epoch's), or train again "
-                                       f"without it\n")
+    expected = (f"graphmem: error: checkpoint file {bad} (11 bytes) is truncated or is not a PyTorch "
+                f"checkpoint (no zip archive index found); pass another checkpoint with --ckpt_path "
+                f"(e.g. an earlier epoch's), or train again without it\n")
+    assert capsys.readouterr().err == expected

@@ -4,6 +4,7 @@ neighbour-sampled mini-batches for graphs too large for that."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import lightning as L
 from torch.utils.data import DataLoader as TorchDataLoader
@@ -49,7 +50,9 @@ class NodeDataModule(L.LightningDataModule):
         if synthetic is not None and dataset != "synthetic":
             raise ValueError(f"synthetic graph options were given but dataset is {dataset!r}; "
                              f"set dataset: synthetic to use them")
-        self.save_hyperparameters()
+        # a plain dict in the checkpoint, which torch.load(weights_only=True) reads; a dataclass it refuses
+        self.save_hyperparameters(ignore=["synthetic"])
+        self.hparams["synthetic"] = asdict(synthetic) if synthetic is not None else None
         self.synthetic = synthetic or SyntheticGraph()
         self.data: Data | None = None
 

@@ -47,7 +47,8 @@ class SyntheticGraph:
 
     def __post_init__(self) -> None:
         if self.num_nodes < 2 or self.num_classes < 2 or self.num_nodes < self.num_classes:
-            raise ValueError(f"need num_nodes >= num_classes >= 2, got {self.num_nodes} and {self.num_classes}")
+            raise ValueError(f"need num_nodes >= num_classes >= 2, got {self.num_nodes} and "
+                             f"{self.num_classes}")
         if not 0.0 <= self.homophily <= 1.0:
             raise ValueError(f"homophily must be in [0, 1], got {self.homophily}")
         if self.avg_degree <= 0 or self.noise < 0:

@@ -7,4 +7,15 @@ from graphmem.lit.metrics import multitask_roc_auc
 from graphmem.lit.node import NodeClassificationTask
 from graphmem.lit.sequence import SequenceTask, sequence_costs
 
-__all__ = ["CheckpointError", "EpochSummary", "RandomStateCheckpoint", "check_checkpoint", "GraphPropertyTask", "masked_bce_with_logits", "multitask_roc_auc", "NodeClassificationTask", "SequenceTask", "sequence_costs"]
+__all__ = [
+    "CheckpointError",
+    "EpochSummary",
+    "GraphPropertyTask",
+    "NodeClassificationTask",
+    "RandomStateCheckpoint",
+    "SequenceTask",
+    "check_checkpoint",
+    "masked_bce_with_logits",
+    "multitask_roc_auc",
+    "sequence_costs",
+]

@@ -63,7 +63,8 @@ class RandomStateCheckpoint(L.Callback):
             # a checkpoint from a machine with more GPUs fills the devices there are
             torch.cuda.set_rng_state_all(state_dict["cuda"][:torch.cuda.device_count()])
         numpy = state_dict["numpy"]
-        np.random.set_state({"bit_generator": "MT19937", "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"],
+        np.random.set_state({"bit_generator": "MT19937", "has_gauss": numpy["has_gauss"],
+                             "gauss": numpy["gauss"],
                              "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]}})
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))

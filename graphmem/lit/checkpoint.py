@@ -39,10 +39,12 @@ def check_checkpoint(ckpt_path: str | os.PathLike | None) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint file {path} does not exist; {ADVICE}")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint path {path} is not a file (a checkpoint is a .ckpt file); {ADVICE}")
+        raise CheckpointError(f"checkpoint path {path} is not a file (a checkpoint is a .ckpt file); "
+                              f"{ADVICE}")
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): its saving was interrupted; {ADVICE}")
+        raise CheckpointError(f"checkpoint file {path} is empty (0 bytes): its saving was interrupted; "
+                              f"{ADVICE}")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"checkpoint file {path} ({size} bytes) is truncated or is not a PyTorch "
                               f"checkpoint (no zip archive index found); {ADVICE}")

@@ -4,8 +4,8 @@
         --smiles "CC(=O)Oc1ccccc1C(=O)O" --out aspirin.png
     graphmem plot ntm --config recipes/ntm_copy.yaml --ckpt_path best.ckpt --length 10 --out copy.png
 
-Arguments after ``--`` override the recipe as in ``graphmem fit`` (e.g. ``-- --model.init_args.model.init_args.hidden_channels 16``),
-so that the model matches the checkpoint.
+Arguments after ``--`` override the recipe as in ``graphmem fit``, so that the model matches the
+checkpoint (e.g. ``-- --model.init_args.model.init_args.hidden_channels 16``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                             ("ntm", "an NTM copy run: inputs, outputs and memory weightings over time")):
         kind = kinds.add_parser(name, help=help_text)
         kind.add_argument("--config", required=True, help="the recipe the model was trained with")
-        kind.add_argument("--ckpt_path", help="trained weights (a Lightning checkpoint); fresh weights without")
+        kind.add_argument("--ckpt_path",
+                          help="trained weights (a Lightning checkpoint); fresh weights without")
         kind.add_argument("--out", required=True, help="PNG file to write")
         if name == "molecule":
             kind.add_argument("--smiles", required=True)
@@ -62,7 +63,8 @@ def load_model(config: str, ckpt_path: str | None, overrides: list[str]) -> torc
             cli.model.load_state_dict(state)
         except RuntimeError as error:  # torch lists every mismatched tensor: keep the first lines
             detail = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-            raise ValueError(f"checkpoint {ckpt_path} does not fit the model that {config} builds ({detail}); "
+            raise ValueError(f"checkpoint {ckpt_path} does not fit the model that {config} builds "
+                             f"({detail}); "
                              f"use the config saved with the run (config.yaml beside lightning_logs) or pass "
                              f"the overrides it was trained with after --") from error
     return cli.model.model
@@ -75,12 +77,14 @@ def plot_main(args: list[str]) -> Path:
     model = load_model(options.config, options.ckpt_path, overrides)
     if options.kind == "molecule":
         if not hasattr(model, "node_states"):
-            raise ValueError(f"{options.config} does not build a molecule GAT (its model is {type(model).__name__})")
+            raise ValueError(f"{options.config} does not build a molecule GAT "
+                             f"(its model is {type(model).__name__})")
         path = plot_molecule_attention(model, options.smiles, options.out, layer=options.layer,
                                        relative=options.relative)
     else:
         if not hasattr(model, "cell"):
-            raise ValueError(f"{options.config} does not build an NTM (its model is {type(model).__name__})")
+            raise ValueError(f"{options.config} does not build an NTM (its model is "
+                             f"{type(model).__name__})")
         path = ntm_copy_run(model, options.length, options.out, seed=options.seed)
     print(f"wrote {path}")
     return path
