@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 import torch_geometric
 import torch_geometric.nn as pygnn
+from benchutil import describe, run_child, status_mb
 
 from graphmem.nn import GATConv
 
@@ -99,15 +97,6 @@ def time_both(config: Config, device: str, repeats: int, min_time: float) -> dic
     return times
 
 
-def _status_mb(field: str) -> float:
-    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status (peak memory on CPU needs Linux)")
-
-
 def measure_memory_child(impl: str, key: str, device: str) -> dict[str, float]:
     """In this (fresh) process: peak memory of one forward + backward of ``impl``."""
     x, edge_index, c, modules = build(CONFIGS[key], device)
@@ -121,36 +110,18 @@ def measure_memory_child(impl: str, key: str, device: str) -> dict[str, float]:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
         return {"peak_mb": peak, "step_mb": peak - before}
-    before = _status_mb("VmRSS")
+    before = status_mb("VmRSS")
     step(module, x, edge_index, c)
     # VmHWM, the high-water mark of this process image; ru_maxrss would also count the
     # parent's memory, inherited through fork before exec.
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return {"peak_mb": peak, "step_mb": peak - before}
 
 
 def measure_memory(impl: str, key: str, device: str, threads: int | None) -> dict[str, float]:
     """Runs :func:`measure_memory_child` in a new interpreter and returns its result."""
-    command = [sys.executable, __file__, "--child", impl, key, "--device", device]
-    if threads:
-        command += ["--threads", str(threads)]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def describe(device: str) -> str:
-    """The machine and software versions, for the report."""
-    if device == "cuda":
-        hardware = torch.cuda.get_device_name()
-    else:
-        model = platform.processor() or platform.machine()
-        if os.path.exists("/proc/cpuinfo"):
-            with open("/proc/cpuinfo") as f:
-                names = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-                model = next(names, model)
-        hardware = f"{model}, {os.cpu_count()} CPU cores"
-    return (f"{hardware}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"torch_geometric {torch_geometric.__version__}, Python {platform.python_version()}")
+    arguments = ["--child", impl, key, "--device", device] + (["--threads", str(threads)] if threads else [])
+    return run_child(__file__, arguments)
 
 
 def main() -> None:
@@ -174,7 +145,8 @@ def main() -> None:
         print(json.dumps(measure_memory_child(args.child[0], args.child[1], args.device)))
         return
 
-    print(f"# GATConv forward + backward, {args.device}: {describe(args.device)}")
+    machine = describe(args.device, f"torch_geometric {torch_geometric.__version__}")
+    print(f"# GATConv forward + backward, {args.device}: {machine}")
     print(f"# load average before: {os.getloadavg()}")
     memory_note = "peak RSS of a fresh process" if args.device == "cpu" else "peak CUDA allocation"
     print(f"# time: median (minimum) of >= {args.repeats} runs (>= {args.min_time:g} s per graph); "

@@ -114,6 +114,18 @@ def test_scaffold_split_keeps_scaffolds_apart():
     assert len(train) <= 160
 
 
+def test_scaffold_split_breaks_ties_as_deepchem():
+    # DeepChem and OGB sort scaffold groups by (size, first index), largest first: among
+    # equal groups the one seen last in the file goes to train first, the earliest ones to test.
+    # Six toluene-like benzenes (one scaffold), then four single-molecule scaffolds.
+    smiles = ["Cc1ccccc1", "CCc1ccccc1", "Oc1ccccc1", "Nc1ccccc1", "Clc1ccccc1", "Fc1ccccc1",
+              "C1CCCCC1", "c1ccncc1", "C1CCNCC1", "c1ccoc1"]
+    train, valid, test = scaffold_split(smiles, (0.7, 0.2, 0.1))
+    assert train == [0, 1, 2, 3, 4, 5, 9]
+    assert valid == [8, 7]
+    assert test == [6]
+
+
 def test_datamodule_batches(tox21_root):
     dm = MoleculeDataModule(root=str(tox21_root), batch_size=32)
     with pytest.warns(UserWarning, match="2 rows skipped"):

@@ -44,7 +44,8 @@ def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1
             groups[scaffold(s)].append(i)
     finally:
         RDLogger.EnableLog("rdApp.*")
-    ordered = sorted(groups.values(), key=lambda g: (len(g), -g[0]), reverse=True)
+    # DeepChem's and OGB's order: larger groups first, ties broken by the later first molecule
+    ordered = sorted(groups.values(), key=lambda g: (len(g), g[0]), reverse=True)
     n = len(smiles)
     train: list[int] = []
     valid: list[int] = []
