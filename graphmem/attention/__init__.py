@@ -30,6 +30,7 @@ from graphmem.attention.scorers import (
     DotScore,
     ScaledDotScore,
     Score,
+    check_attention_options,
     make_score,
 )
 from graphmem.attention.softmax import masked_softmax, segment_max, segment_softmax, segment_sum
@@ -47,6 +48,7 @@ __all__ = [
     "additive_score",
     "attention",
     "bilinear_score",
+    "check_attention_options",
     "combine_heads",
     "cosine_score",
     "decomposed_additive_score",

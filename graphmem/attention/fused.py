@@ -153,20 +153,12 @@ def sparse_read_fused(weights: Tensor, value: Tensor, edge_index: Tensor, num_qu
     r"""Weighted sum over each target's in-edges, :math:`r_i = \sum_{(j, i) \in E} \alpha_{ji} v_j`,
     without per-edge messages.
 
-    Same arguments, result and gradients as :func:`~graphmem.attention.sparse_read` (up to
-    float rounding), at a memory cost of ``O(E H)`` instead of ``O(E H C)``: the forward is a
-    CSR sparse-dense product, the backward a transposed one and an SDDMM (module docstring).
-    Bitwise reproducible from run to run (no atomics). Half and bfloat16 inputs are
-    computed in float32 and the result cast back. Not twice differentiable.
-
-    Args:
-        weights: ``(E, *)`` one weight per edge (and head).
-        value: ``(N_k, *, D_v)`` one value per source node.
-        edge_index: ``(2, E)`` source (key) row and target (query) row.
-        num_queries: number of target nodes; targets without edges read zeros.
-
-    Returns:
-        ``(num_queries, *, D_v)``.
+    Same arguments and shapes (``weights`` ``(E, *)``, ``value`` ``(N_k, *, D_v)``, result
+    ``(num_queries, *, D_v)``), result and gradients as :func:`~graphmem.attention.sparse_read`
+    (up to float rounding), at a memory cost of ``O(E H)`` instead of ``O(E H C)``: the forward
+    is a CSR sparse-dense product, the backward a transposed one and an SDDMM (module
+    docstring). Bitwise reproducible from run to run (no atomics). Half and bfloat16 inputs
+    are computed in float32 and the result cast back. Not twice differentiable.
     """
     shared = tuple(weights.shape[1:])
     if tuple(value.shape[1:-1]) != shared:

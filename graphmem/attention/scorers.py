@@ -13,6 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from graphmem.attention.core import NORMALIZERS
 from graphmem.attention.score import (
     bilinear_score,
     cosine_score,
@@ -145,3 +146,12 @@ def make_score(name: str, channels: int, heads: int = 1, negative_slope: float =
     if name == "cosine":
         return CosineScore(heads)
     raise ValueError(f"unknown score {name!r}; choose one of {SCORES}")
+
+
+def check_attention_options(score: str, normalizer: str) -> None:
+    """Raises ``ValueError`` naming a ``score`` or ``normalizer`` the core does not have, so a
+    layer fails when it is built rather than at its first forward."""
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    if normalizer not in NORMALIZERS:
+        raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")

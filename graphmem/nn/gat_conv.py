@@ -15,8 +15,7 @@ from torch_geometric.utils import remove_self_loops
 
 from graphmem import checks
 from graphmem.attention import (
-    NORMALIZERS,
-    SCORES,
+    check_attention_options,
     combine_heads,
     decomposed_additive_score,
     make_score,
@@ -96,10 +95,7 @@ class GATConv(nn.Module):
         normalizer: str = "softmax",
     ) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")
+        check_attention_options(score, normalizer)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads

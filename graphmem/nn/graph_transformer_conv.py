@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 
 from graphmem import checks
-from graphmem.attention import NORMALIZERS, SCORES, combine_heads, make_score, normalize, sparse_read
+from graphmem.attention import check_attention_options, combine_heads, make_score, normalize, sparse_read
 
 PairTensor = tuple[Tensor, Tensor]
 
@@ -79,10 +79,7 @@ class GraphTransformerConv(nn.Module):
         normalizer: str = "softmax",
     ) -> None:
         super().__init__()
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")
+        check_attention_options(score, normalizer)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads
