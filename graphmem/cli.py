@@ -5,19 +5,25 @@
     graphmem fit --config recipes/tox21_gat.yaml --ckpt_path path/to/last.ckpt   # resume a run
     graphmem recipes                                     # list the recipes
     graphmem plot molecule --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO --out a.png
+    graphmem predict --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO c1ccccc1 --out p.csv
 
 Every value of a recipe can be overridden on the command line (``--trainer.max_epochs 5``).
 Checkpoints also hold the random number generators, so a resumed run ends as an uninterrupted
 one would; a ``--ckpt_path`` that is missing, truncated or corrupted is reported before anything
 is built.
+
+``graphmem predict`` with ``--smiles`` or ``--smiles_file`` predicts molecules given as SMILES
+(see :mod:`graphmem.predict`); without them it is Lightning's ``predict`` on the recipe's data.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -25,6 +31,7 @@ from graphmem.lit.callbacks import RandomStateCheckpoint
 from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
 
 
 class GraphmemCLI(LightningCLI):
@@ -60,6 +67,35 @@ def recipe_summaries(folder: Path = RECIPES_DIR) -> list[tuple[str, str]]:
     return rows
 
 
+def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[str] = ()) -> GraphmemCLI:
+    """The trainer, model and datamodule that a recipe builds, without running anything; the
+    model holds the checkpoint's weights when ``ckpt_path`` is given. Logging and config saving
+    are off.
+
+    ``config`` may also be the ``config.yaml`` that ``graphmem fit`` saves beside a run;
+    ``overrides`` are command-line overrides as in ``graphmem fit``.
+    """
+    check_checkpoint(ckpt_path)
+    # a run's saved config.yaml also holds the arguments of the fit call itself (ckpt_path,
+    # verbose, ...): keep what builds the model, data and trainer
+    recipe = {key: value for key, value in yaml.safe_load(Path(config).read_text()).items()
+              if key in RECIPE_KEYS}
+    cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                      args=["--config", yaml.safe_dump(recipe), "--trainer.logger", "false", *overrides],
+                      run=False, save_config_callback=None)  # a loaded recipe writes nothing beside its runs
+    if ckpt_path:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+        try:
+            cli.model.load_state_dict(state)
+        except RuntimeError as error:  # torch lists every mismatched tensor: keep the first lines
+            detail = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+            raise ValueError(f"checkpoint {ckpt_path} does not fit the model that {config} builds "
+                             f"({detail}); "
+                             f"use the config saved with the run (config.yaml beside lightning_logs) or pass "
+                             f"the overrides it was trained with after --") from error
+    return cli
+
+
 def main(args: list[str] | None = None) -> GraphmemCLI | None:
     """Runs the command with ``args`` (default: the process's arguments).
 
@@ -82,6 +118,11 @@ def main(args: list[str] | None = None) -> GraphmemCLI | None:
             from graphmem.plot.cli import plot_main  # matplotlib and RDKit drawing only when plotting
 
             plot_main(args[1:])
+            return None
+        if args[:1] == ["predict"] and any(arg.split("=")[0] in ("--smiles", "--smiles_file") for arg in args):
+            from graphmem.predict import predict_main
+
+            predict_main(args[1:])
             return None
         cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
                           subclass_mode_data=True, args=None if from_shell else args,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+from graphmem.cli import main
 from graphmem.data import AlgorithmicDataModule, associative_recall_batch, copy_batch, repeat_copy_batch
+from graphmem.data.algorithmic import repeat_count_code
 from graphmem.lit import SequenceTask, sequence_costs
 from graphmem.memory import NTM
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
 def test_copy_batch_layout():
@@ -21,14 +26,42 @@ def test_copy_batch_layout():
     assert mask[6:].all() and not mask[:6].any()
 
 
-def test_repeat_copy_batch_layout():
-    inputs, targets, mask = repeat_copy_batch(3, 4, 2, width=4, max_repeats=8)
-    seq = inputs[:3, :, :4]
-    assert inputs[3, :, 4].eq(0.5).all()
-    for r in range(4):
-        assert torch.equal(targets[4 + 3 * r:7 + 3 * r, :, :4], seq)
-    assert targets[-1, :, 4].eq(1).all() and targets[:-1, :, 4].eq(0).all()
-    assert mask.sum(0).eq(13).all()
+def test_repeat_count_code_by_hand():
+    # counts 1..10 have mean 5.5 and variance (10^2 - 1) / 12 = 8.25
+    assert repeat_count_code(10, (1, 10)) == pytest.approx(4.5 / math.sqrt(8.25))
+    assert repeat_count_code(20, (1, 10)) == pytest.approx(14.5 / math.sqrt(8.25))  # beyond training: 5.05
+    assert repeat_count_code(4, (1, 8)) == pytest.approx(-0.5 / math.sqrt(5.25))
+    assert repeat_count_code(3, (3, 3)) == 0.0
+    with pytest.raises(ValueError, match="repeat_range"):
+        repeat_count_code(1, (0, 10))
+
+
+def test_repeat_copy_batch_by_hand():
+    # length 2, 3 repeats, 2 bits: input 2 steps + 1 marker step, answer 2 * 3 + 1 = 7 steps
+    inputs, targets, mask = repeat_copy_batch(2, 3, 1, width=2, repeat_range=(1, 4),
+                                              generator=torch.Generator().manual_seed(4))
+    a, b = inputs[0, 0, :2].tolist(), inputs[1, 0, :2].tolist()
+    code = 0.5 / math.sqrt(1.25)  # counts 1..4: mean 2.5, variance (4^2 - 1) / 12 = 1.25
+    expected_inputs = [a + [0, 0], b + [0, 0], [0, 0, 1, code]] + [[0, 0, 0, 0]] * 7
+    torch.testing.assert_close(inputs[:, 0], torch.tensor(expected_inputs))
+    assert targets[:, 0].tolist() == [[0, 0, 0]] * 3 + [a + [0], b + [0]] * 3 + [[0, 0, 1]]
+    assert mask[:, 0].tolist() == [False] * 3 + [True] * 7
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        repeat_copy_batch(3, 0, 2)
+
+
+def test_associative_recall_batch_by_hand():
+    # 3 items of one 2-bit vector: delimiter, item, delimiter, item, delimiter, item, then the
+    # query between two query delimiters, then one answer step
+    inputs, targets, mask = associative_recall_batch(3, 1, width=2, item_length=1,
+                                                     generator=torch.Generator().manual_seed(5))
+    x0, x1, x2 = (inputs[t, 0, :2].tolist() for t in (1, 3, 5))
+    query = inputs[7, 0, :2].tolist()
+    answer = {tuple(x0): x1, tuple(x1): x2}[tuple(query)]  # the query is one of the first two items
+    assert inputs[:, 0].tolist() == [[0, 0, 1, 0], x0 + [0, 0], [0, 0, 1, 0], x1 + [0, 0], [0, 0, 1, 0],
+                                     x2 + [0, 0], [0, 0, 0, 1], query + [0, 0], [0, 0, 0, 1], [0, 0, 0, 0]]
+    assert targets[:, 0].tolist() == [[0, 0]] * 9 + [answer]
+    assert mask[:, 0].tolist() == [False] * 9 + [True]
 
 
 def test_associative_recall_answer_follows_query():
@@ -63,7 +96,7 @@ def test_datamodule_is_seeded_and_fresh():
     loader = dm.train_dataloader()
     first, second = [b[0] for b in loader], [b[0] for b in loader]
     assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(first, second))
-    assert [int(m.sum(0)[0]) for _, _, m in dm.test_dataloader()] == [7, 9]
+    assert [(int(m.sum(0)[0]), label) for _, _, m, label in dm.test_dataloader()] == [(7, "7"), (9, "9")]
     with pytest.raises(ValueError, match="unknown task"):
         AlgorithmicDataModule(task="sorting")
 
@@ -92,3 +125,23 @@ def test_compiled_ntm_step_matches_eager():
     compiled.load_state_dict(eager.state_dict())
     inputs, _, _ = copy_batch(4, 3, width=4)
     assert torch.allclose(eager(inputs)[0], compiled(inputs)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("recipe, sizes, keys", [
+    ("ntm_repeat_copy", "[[2, 3], 4]", {"2x3", "4"}),  # a fixed count, and a count from the training range
+    ("ntm_associative_recall", "[3, 12]", {"3", "12"}),  # item counts, not the 3 scored answer steps
+])
+def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path):
+    cli = main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--trainer.max_epochs", "1",
+                "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.logger.init_args.save_dir", str(tmp_path),
+                "--model.init_args.model.init_args.compile_step", "false",
+                "--model.init_args.model.init_args.memory_size", "16", "--data.init_args.test_sizes", sizes])
+    cell, dm = cli.model.model.cell, cli.datamodule
+    assert (cell.input_size, cell.output_size) == (dm.input_size, dm.output_size)  # the recipe fits its data
+    metrics = cli.trainer.callback_metrics
+    logged = {name.split("/", 1)[1] for name in metrics if name.startswith("test_bit_error_rate/")}
+    assert logged == keys
+    assert all(0 <= float(metrics[f"test_bit_error_rate/{key}"]) <= 1 for key in keys)
+    assert float(metrics["test_cost"]) > 0 and list(tmp_path.rglob("best-*.ckpt"))

@@ -11,7 +11,8 @@ from graphmem.cli import main
 from graphmem.data import SmilesError
 from graphmem.memory import NTM
 from graphmem.models import MoleculeGAT
-from graphmem.plot import atom_attention, draw_molecule_attention, ntm_copy_run, plot_molecule_attention
+from graphmem.plot import (atom_attention, draw_molecule_attention, ntm_copy_run, plot_molecule_attention,
+                           plot_ntm_run)
 from graphmem.plot.ntm import accessed_rows
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -94,6 +95,31 @@ def test_plot_verb_with_and_without_checkpoint(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"does not fit the model .* overrides it was trained with"):
         main(["plot", "ntm", "--config", str(RECIPES / "ntm_copy.yaml"), "--ckpt_path", str(checkpoint),
               "--out", str(tmp_path / "x.png")])
+
+
+@pytest.mark.parametrize("recipe, size_args, title", [
+    ("ntm_repeat_copy", ["--length", "3", "--repeats", "2"], "NTM repeat copy, length 3, 2 repeats"),
+    ("ntm_associative_recall", ["--items", "4"], "NTM associative recall, 4 items"),
+])
+def test_plot_verb_draws_the_recipes_task(recipe, size_args, title, tmp_path, monkeypatch):
+    import graphmem.plot.ntm as ntm_plot
+
+    drawn = {}
+
+    def record(inputs, targets, outputs, history, path, title=""):
+        drawn.update(steps=inputs.size(0), inputs=inputs.size(-1), outputs=outputs.size(-1), title=title)
+        return plot_ntm_run(inputs, targets, outputs, history, path, title=title)
+
+    monkeypatch.setattr(ntm_plot, "plot_ntm_run", record)
+    out = tmp_path / f"{recipe}.png"
+    main(["plot", "ntm", "--config", str(RECIPES / f"{recipe}.yaml"), *size_args, "--out", str(out),
+          "--", "--model.init_args.model.init_args.memory_size", "16",
+          "--model.init_args.model.init_args.compile_step", "false"])
+    _assert_png(out)
+    # repeat copy: 3 + 1 input steps, 3 x 2 + 1 answer steps, 10 input and 9 output channels;
+    # recall: 4 items of 3 vectors with delimiters (16), the query block (4 + 1), the answer (3)
+    expected = {"ntm_repeat_copy": (11, 10, 9), "ntm_associative_recall": (24, 8, 6)}[recipe]
+    assert (drawn["steps"], drawn["inputs"], drawn["outputs"]) == expected and drawn["title"] == title
 
 
 def test_plot_verb_molecule_and_wrong_kind(tmp_path):

@@ -1,7 +1,9 @@
 """Data: loaders, splits and LightningDataModules for real benchmark data and procedural tasks."""
 
 from graphmem.data.algorithmic import AlgorithmicDataModule, associative_recall_batch, copy_batch, repeat_copy_batch
+from graphmem.data.babi import BabiDataModule, BabiExample, BabiFormatError, Vocabulary, load_babi, parse_babi
 from graphmem.data.download import DataFileError, fetch
+from graphmem.data.link_datamodule import LinkDataModule
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
 from graphmem.data.molecule_datamodule import MoleculeDataModule
 from graphmem.data.neighbor_sampler import UniformNeighborSampler, neighbor_loader
@@ -11,12 +13,19 @@ from graphmem.data.splits import make_split, random_split, scaffold_split
 from graphmem.data.synthetic import SyntheticGraph
 
 __all__ = [
+    "BabiDataModule",
+    "BabiExample",
+    "BabiFormatError",
+    "Vocabulary",
+    "load_babi",
+    "parse_babi",
     "AlgorithmicDataModule",
     "associative_recall_batch",
     "copy_batch",
     "repeat_copy_batch",
     "MOLECULENET",
     "DataFileError",
+    "LinkDataModule",
     "MoleculeDataModule",
     "MoleculeSet",
     "NodeDataModule",

@@ -7,6 +7,7 @@ Every task yields ``(inputs, targets, mask)`` batches, time first: ``inputs`` ``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -41,23 +42,46 @@ def copy_batch(length: int, batch_size: int, width: int = 8, generator: torch.Ge
     return inputs, targets, mask
 
 
-def repeat_copy_batch(length: int, repeats: int, batch_size: int, width: int = 8, max_repeats: int = 10,
-                      generator: torch.Generator | None = None) -> Batch:
-    """Repeat copy: read a sequence and a repeat count, write the sequence ``repeats`` times and an end flag.
+def repeat_count_code(repeats: int, repeat_range: tuple[int, int]) -> float:
+    """The repeat count as the network sees it: normalised to mean 0 and variance 1 over the
+    counts drawn uniformly from ``repeat_range`` (inclusive) in training, as in the NTM paper.
 
-    Input channels: ``width`` bits, a start-of-count flag whose value is ``repeats / max_repeats``
-    on the step after the sequence (``I = width + 1``); outputs ``width`` bits and an end flag
-    (``O = width + 1``), raised on the last step.
+    Counts outside the training range map outside the trained input range (e.g. 20 for a
+    range of 1-10 gives 5.05), which is what the paper's generalisation test asks of the network.
     """
+    low, high = repeat_range
+    if not 1 <= low <= high:
+        raise ValueError(f"repeat_range must be 1 <= low <= high, got {repeat_range}")
+    mean = (low + high) / 2
+    # variance of the discrete uniform distribution on low..high; 0 for a single count
+    std = math.sqrt(((high - low + 1) ** 2 - 1) / 12) or 1.0
+    return (repeats - mean) / std
+
+
+def repeat_copy_batch(length: int, repeats: int, batch_size: int, width: int = 8,
+                      repeat_range: tuple[int, int] = (1, 10), generator: torch.Generator | None = None) -> Batch:
+    """Repeat copy: read a sequence, an end-of-sequence flag and a repeat count; write the sequence
+    ``repeats`` times, then raise an end marker.
+
+    Input channels (``I = width + 2``): ``width`` data bits; the end-of-sequence flag, 1 on the
+    step after the sequence; and on that same step, on its own channel, the repeat count
+    normalised by :func:`repeat_count_code` over ``repeat_range``. Output channels
+    (``O = width + 1``): ``width`` bits and the end marker, 1 on the step after the last copy and
+    scored (as 0) on every answer step before it. Total length ``length + 1 + length * repeats + 1``,
+    of which the last ``length * repeats + 1`` steps are scored.
+    """
+    if length < 1 or repeats < 1:
+        raise ValueError(f"repeat copy needs length >= 1 and repeats >= 1, got {length} and {repeats}")
     generator = generator or torch.Generator().manual_seed(0)
     seq = _bits(length, batch_size, width, generator)
     answer = length * repeats + 1
     steps = length + 1 + answer
-    inputs = torch.zeros(steps, batch_size, width + 1)
+    inputs = torch.zeros(steps, batch_size, width + 2)
     inputs[:length, :, :width] = seq
-    inputs[length, :, width] = repeats / max_repeats
+    inputs[length, :, width] = 1.0
+    inputs[length, :, width + 1] = repeat_count_code(repeats, repeat_range)
     targets = torch.zeros(steps, batch_size, width + 1)
-    targets[length + 1:length + 1 + length * repeats, :, :width] = seq.repeat(repeats, 1, 1)
+    targets[length + 1:-1, :, :width] = seq.repeat(repeats, 1, 1)
     targets[-1, :, width] = 1.0
     mask = torch.zeros(steps, batch_size, dtype=torch.bool)
     mask[length + 1:] = True
@@ -95,9 +119,20 @@ def associative_recall_batch(items: int, batch_size: int, width: int = 6, item_l
     return inputs, targets, mask
 
 
+Size = int | tuple[int, int]
+"""A task's difficulty: a length (copy), a number of items (associative recall), or for repeat
+copy a length, with the count drawn from the training range, or a ``(length, repeats)`` pair."""
+
+
+def size_label(size: Size) -> str:
+    """How a size is named in metric keys: ``"30"``, or ``"20x10"`` for length 20 repeated 10 times."""
+    return "x".join(str(int(part)) for part in size) if isinstance(size, (tuple, list)) else str(int(size))
+
+
 @dataclass
 class TaskSpec:
-    """Which task, and the range of its difficulty parameter (length, or items for recall)."""
+    """Which task, the range of its difficulty parameter (length, or items for recall) and, for
+    repeat copy, the training range of the repeat count (which also normalises the count)."""
 
     task: str = "copy"
     min_size: int = 1
@@ -105,20 +140,25 @@ class TaskSpec:
     width: int = 8
     repeats: tuple[int, int] = (1, 10)
 
-    def batch(self, size: int, batch_size: int, generator: torch.Generator) -> Batch:
+    def batch(self, size: Size, batch_size: int, generator: torch.Generator) -> Batch:
+        if isinstance(size, (tuple, list)):
+            if self.task != "repeat_copy":
+                raise ValueError(f"a (length, repeats) size {tuple(size)} only fits repeat_copy, not {self.task}")
+            length, repeats = size
+            return repeat_copy_batch(length, repeats, batch_size, self.width, self.repeats, generator)
         if self.task == "copy":
             return copy_batch(size, batch_size, self.width, generator)
         if self.task == "repeat_copy":
             low, high = self.repeats
             repeats = int(torch.randint(low, high + 1, (1,), generator=generator))
-            return repeat_copy_batch(size, repeats, batch_size, self.width, high, generator)
+            return repeat_copy_batch(size, repeats, batch_size, self.width, self.repeats, generator)
         if self.task == "associative_recall":
             return associative_recall_batch(size, batch_size, self.width, generator=generator)
         raise ValueError(f"unknown task {self.task!r}; choose copy, repeat_copy or associative_recall")
 
     @property
     def input_size(self) -> int:
-        return self.width + (2 if self.task == "associative_recall" else 1)
+        return self.width + (1 if self.task == "copy" else 2)
 
     @property
     def output_size(self) -> int:
@@ -130,10 +170,12 @@ class RandomBatches(IterableDataset):
 
     With ``fresh=True`` every pass draws new batches (seed, seed + 1, ...): training never
     sees the same batch twice. Otherwise every pass repeats the same batches (evaluation).
+    With ``sizes``, batch ``i`` has size ``sizes[i % len(sizes)]`` and carries its
+    :func:`size_label` as a fourth element, so that test metrics can be keyed by it.
     """
 
     def __init__(self, spec: TaskSpec, num_batches: int, batch_size: int, seed: int,
-                 sizes: tuple[int, ...] | None = None, fresh: bool = False) -> None:
+                 sizes: tuple[Size, ...] | None = None, fresh: bool = False) -> None:
         self.spec, self.num_batches, self.batch_size, self.seed, self.sizes = spec, num_batches, batch_size, seed, sizes
         self.fresh = fresh
         self.passes = 0
@@ -141,15 +183,16 @@ class RandomBatches(IterableDataset):
     def __len__(self) -> int:
         return self.num_batches
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[Batch | tuple[Tensor, Tensor, Tensor, str]]:
         generator = torch.Generator().manual_seed(self.seed + (self.passes if self.fresh else 0))
         self.passes += 1
         for i in range(self.num_batches):
             if self.sizes:
                 size = self.sizes[i % len(self.sizes)]
+                yield (*self.spec.batch(size, self.batch_size, generator), size_label(size))
             else:
                 size = int(torch.randint(self.spec.min_size, self.spec.max_size + 1, (1,), generator=generator))
-            yield self.spec.batch(size, self.batch_size, generator)
+                yield self.spec.batch(size, self.batch_size, generator)
 
 
 class AlgorithmicDataModule(L.LightningDataModule):
@@ -157,26 +200,31 @@ class AlgorithmicDataModule(L.LightningDataModule):
 
     Each training epoch is ``batches_per_epoch`` fresh batches (a new seed per pass);
     validation and test use fixed seeds, test at the sizes ``test_sizes`` (e.g. longer than
-    in training, to measure generalisation).
+    in training, to measure generalisation), one batch per size, labelled with the size.
 
     Args:
         task: ``copy``, ``repeat_copy`` or ``associative_recall``.
         min_size, max_size: training range of the sequence length (items for recall).
         width: bits per vector.
+        repeats: training range of the repeat count (repeat copy only; the count is normalised
+            over it, see :func:`repeat_count_code`).
         batch_size: sequences per batch.
         batches_per_epoch: training batches per epoch.
         val_batches: validation batches (sizes from the training range).
-        test_sizes: sizes of the test batches.
+        test_sizes: sizes of the test batches: lengths (copy), item counts (recall), or for repeat
+            copy lengths or ``[length, repeats]`` pairs (e.g. ``[[10, 10], [20, 10], [10, 20]]``).
         seed: base seed.
     """
 
     def __init__(self, task: str = "copy", min_size: int = 1, max_size: int = 20, width: int = 8,
                  batch_size: int = 32, batches_per_epoch: int = 200, val_batches: int = 10,
-                 test_sizes: tuple[int, ...] = (20, 30, 50), seed: int = 0) -> None:
+                 test_sizes: tuple[Size, ...] = (20, 30, 50), seed: int = 0,
+                 repeats: tuple[int, int] = (1, 10)) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.spec = TaskSpec(task, min_size, max_size, width)
-        self.spec.batch(min(max(min_size, 2), max_size), 1, torch.Generator())  # validates the task name
+        self.spec = TaskSpec(task, min_size, max_size, width, tuple(repeats))
+        for size in (min(max(min_size, 2), max_size), *test_sizes):  # bad task names and sizes fail here, not in test
+            self.spec.batch(size, 1, torch.Generator())
 
     @property
     def input_size(self) -> int:

@@ -13,6 +13,7 @@ import gzip
 import os
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,10 +134,11 @@ class MoleculeSet:
         return line
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Reads a (possibly gzipped) CSV; a truncated or corrupted file gives :class:`DataFileError`."""
+def read_table(path: Path, nrows: int | None = None) -> pd.DataFrame:
+    """Reads a (possibly gzipped) CSV (its first ``nrows`` rows when given); a truncated or
+    corrupted file gives :class:`DataFileError`."""
     try:
-        return pd.read_csv(path, compression="infer")
+        return pd.read_csv(path, compression="infer", nrows=nrows)
     except (EOFError, OSError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataFileError(
             f"{path} is truncated or corrupted ({type(error).__name__}: {error}); delete it and "
@@ -144,29 +146,45 @@ def read_table(path: Path) -> pd.DataFrame:
         ) from error
 
 
+def smiles_to_graphs(smiles: Sequence[str]) -> tuple[list[Data], list[int], list[SkippedRow]]:
+    """Featurises each SMILES with :func:`smiles_to_graph`.
+
+    Returns the graphs, the position of each in ``smiles``, and the positions that failed with
+    the reason (RDKit's own console messages are silenced; the reasons are kept here).
+    """
+    graphs, rows, skipped = [], [], []
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        for row, text in enumerate(smiles):
+            try:
+                graphs.append(smiles_to_graph(text))
+            except SmilesError as error:
+                skipped.append(SkippedRow(row, str(text), str(error)))
+                continue
+            rows.append(row)
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    return graphs, rows, skipped
+
+
+def task_columns(spec: MoleculeNetSpec, columns: Sequence[str]) -> tuple[str, ...]:
+    """The label columns of a table with ``columns``: the spec's tasks, else every column but
+    the SMILES and identifiers."""
+    return spec.tasks or tuple(c for c in columns if c != spec.smiles_column and c not in ID_COLUMNS)
+
+
 def molecules_from_table(table: pd.DataFrame, name: str, spec: MoleculeNetSpec, path: Path | None = None) -> MoleculeSet:
     """Featurises every row of a MoleculeNet table; unreadable molecules are skipped and counted."""
     if spec.smiles_column not in table.columns:
         raise DataFileError(f"{path or name}: no {spec.smiles_column!r} column (columns: {list(table.columns)})")
-    tasks = spec.tasks or tuple(c for c in table.columns if c != spec.smiles_column and c not in ID_COLUMNS)
+    tasks = task_columns(spec, table.columns)
     missing = [t for t in tasks if t not in table.columns]
     if missing:
         raise DataFileError(f"{path or name}: task columns {missing} are missing (columns: {list(table.columns)})")
     labels = torch.tensor(table[list(tasks)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32"))
-    graphs, rows, skipped = [], [], []
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        for row, smiles in enumerate(table[spec.smiles_column].tolist()):
-            try:
-                graph = smiles_to_graph(smiles)
-            except SmilesError as error:
-                skipped.append(SkippedRow(row, str(smiles), str(error)))
-                continue
-            graph.y = labels[row].unsqueeze(0)
-            graphs.append(graph)
-            rows.append(row)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
+    graphs, rows, skipped = smiles_to_graphs(table[spec.smiles_column].tolist())
+    for graph, row in zip(graphs, rows):
+        graph.y = labels[row].unsqueeze(0)
     return MoleculeSet(name, tuple(tasks), graphs, rows, skipped, path)
 
 
@@ -177,6 +195,19 @@ def moleculenet_path(name: str, root: str | os.PathLike | None = None) -> Path:
         raise ValueError(f"unknown MoleculeNet set {name!r}; choose one of {sorted(MOLECULENET)}")
     spec = MOLECULENET[key]
     return fetch(f"moleculenet/{spec.filename}", spec.url, root)
+
+
+def moleculenet_tasks(name: str, root: str | os.PathLike | None = None) -> tuple[str, ...]:
+    """The task names of MoleculeNet set ``name``, in the order of the model's outputs.
+
+    Sets whose tasks :data:`MOLECULENET` does not list (SIDER, ToxCast) take them from the
+    file's header, which is read (and downloaded if need be) for that.
+    """
+    spec = MOLECULENET.get(name.lower())
+    if spec is not None and spec.tasks:
+        return spec.tasks
+    path = moleculenet_path(name, root)  # also rejects an unknown name
+    return task_columns(MOLECULENET[name.lower()], read_table(path, nrows=0).columns)
 
 
 def load_moleculenet(name: str, root: str | os.PathLike | None = None) -> MoleculeSet:

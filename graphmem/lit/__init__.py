@@ -3,14 +3,19 @@
 from graphmem.lit.callbacks import EpochSummary, RandomStateCheckpoint
 from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
 from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
+from graphmem.lit.link import LinkPredictionTask
 from graphmem.lit.metrics import multitask_roc_auc
 from graphmem.lit.node import NodeClassificationTask
+from graphmem.lit.qa import QATask, error_table
 from graphmem.lit.sequence import SequenceTask, sequence_costs
 
 __all__ = [
+    "QATask",
+    "error_table",
     "CheckpointError",
     "EpochSummary",
     "GraphPropertyTask",
+    "LinkPredictionTask",
     "NodeClassificationTask",
     "RandomStateCheckpoint",
     "SequenceTask",

@@ -31,8 +31,10 @@ class SequenceTask(L.LightningModule):
     """Trains a sequence model ``(T, B, I) -> (T, B, O)`` logits on bit-sequence tasks.
 
     Logs ``{train,val}_cost`` (bits per sequence, the NTM paper's cost), ``{val,test}_bit_errors``
-    (wrong bits per sequence) and, in test, ``test_bit_error_rate/<length>`` for each batch
-    length. Gradients are clipped by the trainer (``gradient_clip_val`` in the recipe).
+    (wrong bits per sequence) and, in test, ``test_bit_error_rate/<size>`` for each test batch:
+    ``<size>`` is the label a test batch carries as a fourth element (the task's size:
+    ``30`` for copy length 30, ``12`` for 12 recall items, ``20x10`` for repeat copy), or else the
+    number of scored steps. Gradients are clipped by the trainer (``gradient_clip_val`` in the recipe).
 
     Args:
         model: e.g. :class:`graphmem.memory.NTM` (time-first).
@@ -63,13 +65,15 @@ class SequenceTask(L.LightningModule):
         self.log("val_cost", bits, prog_bar=True, batch_size=inputs.size(1))
         self.log("val_bit_errors", errors, batch_size=inputs.size(1))
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        inputs, targets, mask = batch
+    def test_step(self, batch: Batch | tuple[Tensor, Tensor, Tensor, str], batch_idx: int) -> None:
+        inputs, targets, mask, *label = batch
         bits, errors = sequence_costs(self(inputs), targets, mask)
         scored_bits = mask.sum() / mask.size(1) * targets.size(-1)
-        length = int(mask.sum(0)[0])
+        # the scored steps name a copy length, but not a recall item count (always one item is
+        # answered) nor a repeat copy size (length x repeats + 1): the data names those
+        size = label[0] if label else int(mask.sum(0)[0])
         self.log("test_cost", bits, batch_size=inputs.size(1))
-        self.log(f"test_bit_error_rate/{length}", errors / scored_bits, batch_size=inputs.size(1))
+        self.log(f"test_bit_error_rate/{size}", errors / scored_bits, batch_size=inputs.size(1))
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

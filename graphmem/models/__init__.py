@@ -1,11 +1,19 @@
 """Ready models assembled from graphmem.nn and graphmem.memory."""
 
+from graphmem.models.link import GATLinkPredictor
 from graphmem.models.molecule import MoleculeGAT, graph_readout
 from graphmem.models.node import GATNodeClassifier
 
-__all__ = ["GATNodeClassifier", "MoleculeGAT", "graph_readout"]
+__all__ = ["GATLinkPredictor", "GATNodeClassifier", "MoleculeGAT", "graph_readout"]
 
 # attention encoder-decoder over token sequences
 from graphmem.models.seq2seq import Seq2Seq  # noqa: E402
 
 __all__ += ["Seq2Seq"]
+
+# question answering over sentence memories (bAbI)
+from graphmem.models.memory_network import MemoryNetwork  # noqa: E402
+from graphmem.models.ntm_qa import NTMQA  # noqa: E402
+from graphmem.models.sentence_encoding import SentenceEncoder, position_encoding  # noqa: E402
+
+__all__ += ["MemoryNetwork", "NTMQA", "SentenceEncoder", "position_encoding"]

@@ -3,6 +3,10 @@
     graphmem plot molecule --config recipes/tox21_gat.yaml --ckpt_path best.ckpt \\
         --smiles "CC(=O)Oc1ccccc1C(=O)O" --out aspirin.png
     graphmem plot ntm --config recipes/ntm_copy.yaml --ckpt_path best.ckpt --length 10 --out copy.png
+    graphmem plot ntm --config recipes/ntm_repeat_copy.yaml --ckpt_path best.ckpt --length 5 --repeats 3 --out r.png
+    graphmem plot ntm --config recipes/ntm_associative_recall.yaml --ckpt_path best.ckpt --items 6 --out a.png
+    graphmem plot curves --log runs/tox21_gat/lightning_logs/version_0/metrics.csv \
+        --metrics train_loss val_roc_auc --out curves.png
 
 Arguments after ``--`` override the recipe as in ``graphmem fit``, so that the model matches the
 checkpoint (e.g. ``-- --model.init_args.model.init_args.hidden_channels 16``).
@@ -14,21 +18,19 @@ import argparse
 from pathlib import Path
 
 import torch
-import yaml
-from lightning.pytorch import LightningDataModule, LightningModule
 
-from graphmem.lit.checkpoint import check_checkpoint
+from graphmem.data.algorithmic import AlgorithmicDataModule
+from graphmem.plot.curves import plot_curves
 from graphmem.plot.molecule import plot_molecule_attention
-from graphmem.plot.ntm import ntm_copy_run
-
-RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
+from graphmem.plot.ntm import ntm_copy_run, ntm_task_run
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphmem plot", description=__doc__.split("\n\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     for name, help_text in (("molecule", "a molecule shaded by GAT attention"),
-                            ("ntm", "an NTM copy run: inputs, outputs and memory weightings over time")):
+                            ("ntm", "an NTM run of the recipe's task: inputs, outputs and memory weightings "
+                                    "over time")):
         kind = kinds.add_parser(name, help=help_text)
         kind.add_argument("--config", required=True, help="the recipe the model was trained with")
         kind.add_argument("--ckpt_path",
@@ -40,41 +42,37 @@ def _parser() -> argparse.ArgumentParser:
             kind.add_argument("--relative", action="store_true",
                               help="shade by attention above or below what uniform attention would give")
         else:
-            kind.add_argument("--length", type=int, default=10, help="copy sequence length")
+            kind.add_argument("--length", type=int, default=10, help="sequence length (copy, repeat copy)")
+            kind.add_argument("--repeats", type=int, default=3, help="repeat count (repeat copy)")
+            kind.add_argument("--items", type=int, default=6, help="number of items (associative recall)")
             kind.add_argument("--seed", type=int, default=0)
+    curves = kinds.add_parser("curves", help="training curves from a run's metrics.csv (no model needed)")
+    curves.add_argument("--log", required=True, help="the metrics.csv of a run (CSV logger)")
+    curves.add_argument("--metrics", nargs="+", help="metrics to draw (default: all logged in 2+ epochs)")
+    curves.add_argument("--x", choices=("epoch", "step"), default="epoch", help="horizontal axis")
+    curves.add_argument("--out", required=True, help="PNG file to write")
     return parser
 
 
 def load_model(config: str, ckpt_path: str | None, overrides: list[str]) -> torch.nn.Module:
     """The network inside a recipe's LightningModule, with the checkpoint's weights when given."""
-    from graphmem.cli import GraphmemCLI  # the CLI imports this module lazily: no cycle at import time
+    from graphmem.cli import load_recipe  # the CLI imports this module lazily: no cycle at import time
 
-    check_checkpoint(ckpt_path)
-    # the config.yaml that `graphmem fit` saves beside a run also holds the arguments of the fit
-    # call itself (ckpt_path, verbose, ...): keep what builds the model
-    recipe = {key: value for key, value in yaml.safe_load(Path(config).read_text()).items()
-              if key in RECIPE_KEYS}
-    cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                      args=["--config", yaml.safe_dump(recipe), "--trainer.logger", "false", *overrides],
-                      run=False)
-    if ckpt_path:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-        try:
-            cli.model.load_state_dict(state)
-        except RuntimeError as error:  # torch lists every mismatched tensor: keep the first lines
-            detail = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-            raise ValueError(f"checkpoint {ckpt_path} does not fit the model that {config} builds "
-                             f"({detail}); "
-                             f"use the config saved with the run (config.yaml beside lightning_logs) or pass "
-                             f"the overrides it was trained with after --") from error
-    return cli.model.model
+    return load_recipe(config, ckpt_path, overrides).model.model
 
 
 def plot_main(args: list[str]) -> Path:
     """Runs ``graphmem plot ...`` with ``args`` (after ``plot``); returns the written file."""
     overrides = args[args.index("--") + 1:] if "--" in args else []
     options = _parser().parse_args(args[:args.index("--")] if "--" in args else args)
-    model = load_model(options.config, options.ckpt_path, overrides)
+    if options.kind == "curves":
+        path = plot_curves(options.log, options.out, options.metrics, options.x)
+        print(f"wrote {path}")
+        return path
+    from graphmem.cli import load_recipe
+
+    recipe = load_recipe(options.config, options.ckpt_path, overrides)
+    model, datamodule = recipe.model.model, recipe.datamodule
     if options.kind == "molecule":
         if not hasattr(model, "node_states"):
             raise ValueError(f"{options.config} does not build a molecule GAT "
@@ -85,6 +83,12 @@ def plot_main(args: list[str]) -> Path:
         if not hasattr(model, "cell"):
             raise ValueError(f"{options.config} does not build an NTM (its model is "
                              f"{type(model).__name__})")
-        path = ntm_copy_run(model, options.length, options.out, seed=options.seed)
+        if isinstance(datamodule, AlgorithmicDataModule):
+            spec = datamodule.spec
+            size = {"copy": options.length, "repeat_copy": (options.length, options.repeats),
+                    "associative_recall": options.items}[spec.task]
+            path = ntm_task_run(model, spec, size, options.out, seed=options.seed)
+        else:  # a model trained on other data: draw a copy run
+            path = ntm_copy_run(model, options.length, options.out, seed=options.seed)
     print(f"wrote {path}")
     return path

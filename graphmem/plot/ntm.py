@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from graphmem.data.algorithmic import copy_batch
+from graphmem.data.algorithmic import Size, TaskSpec
 from graphmem.memory import NTMHistory
 
 
@@ -84,12 +84,20 @@ def plot_ntm_run(inputs: Tensor, targets: Tensor, outputs: Tensor, history: NTMH
     return path
 
 
-def ntm_copy_run(model: nn.Module, length: int, path: str | os.PathLike, width: int | None = None,
-                 seed: int = 0) -> Path:
-    """Runs ``model`` (a time-first :class:`~graphmem.memory.NTM`) on one copy sequence of
-    ``length`` random vectors and draws it with :func:`plot_ntm_run`."""
-    width = width if width is not None else model.cell.input_size - 1  # copy inputs: bits + delimiter
-    inputs, targets, _ = copy_batch(length, 1, width, torch.Generator().manual_seed(seed))
+def _describe(spec: TaskSpec, size: Size) -> str:
+    if spec.task == "associative_recall":
+        return f"NTM associative recall, {size} items"
+    if isinstance(size, (tuple, list)):
+        return f"NTM repeat copy, length {size[0]}, {size[1]} repeats"
+    return f"NTM {spec.task.replace('_', ' ')}, length {size}"
+
+
+def ntm_task_run(model: nn.Module, spec: TaskSpec, size: Size, path: str | os.PathLike, seed: int = 0) -> Path:
+    """Runs ``model`` (a time-first :class:`~graphmem.memory.NTM`) on one sequence of the task
+    ``spec`` at ``size`` (a length, an item count, or a ``(length, repeats)`` pair, as in
+    :class:`~graphmem.data.AlgorithmicDataModule`'s ``test_sizes``) and draws it with
+    :func:`plot_ntm_run`."""
+    inputs, targets, _ = spec.batch(size, 1, torch.Generator().manual_seed(seed))
     was_training = model.training
     model.eval()
     try:
@@ -97,4 +105,12 @@ def ntm_copy_run(model: nn.Module, length: int, path: str | os.PathLike, width: 
             outputs, _, history = model(inputs, return_history=True)
     finally:
         model.train(was_training)
-    return plot_ntm_run(inputs, targets, outputs, history, path, title=f"NTM copy, length {length}")
+    return plot_ntm_run(inputs, targets, outputs, history, path, title=_describe(spec, size))
+
+
+def ntm_copy_run(model: nn.Module, length: int, path: str | os.PathLike, width: int | None = None,
+                 seed: int = 0) -> Path:
+    """Runs ``model`` (a time-first :class:`~graphmem.memory.NTM`) on one copy sequence of
+    ``length`` random vectors and draws it with :func:`plot_ntm_run`."""
+    width = width if width is not None else model.cell.input_size - 1  # copy inputs: bits + delimiter
+    return ntm_task_run(model, TaskSpec("copy", width=width), length, path, seed)

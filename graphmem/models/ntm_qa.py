@@ -1,0 +1,64 @@
+"""A Neural Turing Machine that reads a story sentence by sentence and answers a question."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from graphmem.memory import NTM
+from graphmem.models.sentence_encoding import SentenceEncoder
+
+
+class NTMQA(nn.Module):
+    r"""Question answering with a Neural Turing Machine (Graves et al. 2014) as the reader.
+
+    Each statement and the question become one vector, :math:`s_i = \sum_j l_j \odot E x_{ij}`
+    (position-encoded bag of words, :class:`SentenceEncoder`). The NTM reads the statements
+    in order, then the question with a flag set, and the answer is read from its last output:
+
+    .. math::
+        y_{1..S+1} = \mathrm{NTM}\big([s_1, 0], \dots, [s_S, 0], [q, 1]\big), \qquad
+        \hat a = y_{S+1}.
+
+    Unlike :class:`MemoryNetwork`, which keeps every statement as a memory slot, the NTM must
+    decide what to write while it reads, before it knows the question.
+
+    Args:
+        vocab_size: word ids ``0 .. vocab_size - 1`` (0 = padding); also the answer classes.
+        embedding_dim: size of a sentence vector.
+        position_encoding: position-weighted (PE) or plain bag of words.
+        compile_step: compile the NTM's step (see :class:`graphmem.memory.NTM`).
+        **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
+            ``memory_width``, ``controller_size``, heads, ...).
+
+    Shapes:
+        - input: ``story`` ``(B, S, W)`` word ids (statements oldest first, empty ones all zero,
+          at the end), ``question`` ``(B, W)``
+        - output: answer logits ``(B, V)``
+    """
+
+    def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool = True,
+                 compile_step: bool = False, **ntm_options) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.encoder = SentenceEncoder(vocab_size, embedding_dim, position_encoding)
+        self.ntm = NTM(embedding_dim + 1, vocab_size, compile_step=compile_step, **ntm_options)
+
+    def reset_parameters(self) -> None:
+        self.encoder.reset_parameters()
+        self.ntm.reset_parameters()
+
+    def forward(self, story: Tensor, question: Tensor) -> Tensor:
+        count = story.ne(0).any(-1).sum(-1)  # (B,) statements per story
+        slots = story.size(1)
+        # right-align the statements, so that every story ends just before its question;
+        # the all-empty columns at the front, common to the batch, are not fed at all
+        order = (torch.arange(slots, device=story.device) + count.unsqueeze(-1)) % slots
+        story = story.gather(1, order.unsqueeze(-1).expand_as(story))[:, slots - int(count.max().clamp_min(1)):]
+        sentences = self.encoder(story)  # (B, S', d)
+        steps = torch.cat([sentences, self.encoder(question).unsqueeze(1)], 1)  # (B, S' + 1, d)
+        flag = torch.zeros_like(steps[..., :1])
+        flag[:, -1] = 1.0  # marks the question
+        steps = torch.cat([steps, flag], -1)
+        output, _ = self.ntm(steps.transpose(0, 1))  # time first: (S' + 1, B, V)
+        return output[-1]

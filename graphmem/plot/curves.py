@@ -1,0 +1,84 @@
+"""Training curves from the ``metrics.csv`` that Lightning's CSVLogger writes for a run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+AXES = ("epoch", "step")
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    """A run's ``metrics.csv``: one row per logging call, ``epoch`` and ``step`` columns, and a
+    column per metric that is empty where the call did not log it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics file {path}; the CSV logger writes "
+                                f"runs/<recipe>/lightning_logs/version_N/metrics.csv")
+    table = pd.read_csv(path)
+    missing = [axis for axis in AXES if axis not in table.columns]
+    if missing:
+        raise ValueError(f"{path} is not a Lightning metrics.csv: it has no {missing} column "
+                         f"(columns: {list(table.columns)})")
+    return table
+
+
+def curve_metrics(table: pd.DataFrame) -> list[str]:
+    """The metrics that make a curve: those logged in two or more epochs (not e.g. a final test score)."""
+    return [name for name in table.columns
+            if name not in AXES and table.loc[table[name].notna(), "epoch"].nunique() > 1]
+
+
+def metric_curve(table: pd.DataFrame, metric: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
+    """The points ``(x, value)`` of one metric.
+
+    Against ``step`` every logged value is a point; against ``epoch`` the values an epoch logged
+    several times (a per-step ``train_loss``) are averaged into one point.
+    """
+    if x not in AXES:
+        raise ValueError(f"x must be one of {AXES}, got {x!r}")
+    if metric not in table.columns or metric in AXES:
+        raise ValueError(f"no metric {metric!r} in the log; it has {[c for c in table.columns if c not in AXES]}")
+    rows = table[[x, metric]].dropna()
+    if rows.empty:
+        raise ValueError(f"metric {metric!r} has no logged value")
+    if x == "epoch":
+        rows = rows.groupby("epoch", as_index=False)[metric].mean()
+    return rows[x].to_numpy(), rows[metric].to_numpy()
+
+
+def curves_figure(table: pd.DataFrame, metrics: Sequence[str] | None = None, x: str = "epoch") -> Figure:
+    """One panel per metric (default: :func:`curve_metrics`), each the metric against ``x``."""
+    metrics = list(metrics) if metrics else curve_metrics(table)
+    if not metrics:
+        raise ValueError("the log has no metric logged in two or more epochs; name the metrics to plot")
+    curves = [metric_curve(table, name, x) for name in metrics]  # every name checked before drawing
+    columns = min(len(metrics), 3)
+    rows = -(-len(metrics) // columns)
+    figure = Figure(figsize=(4 * columns, 3 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, name, (xs, values) in zip(axes, metrics, curves):
+        ax.plot(xs, values, marker="o" if len(xs) < 30 else None, markersize=3)
+        ax.set_title(name, fontsize=10, loc="left")
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    return figure
+
+
+def plot_curves(metrics_csv: str | os.PathLike, out: str | os.PathLike, metrics: Sequence[str] | None = None,
+                x: str = "epoch") -> Path:
+    """Writes the training curves of a run's ``metrics.csv`` (see :func:`curves_figure`) to PNG ``out``."""
+    figure = curves_figure(read_metrics(metrics_csv), metrics, x)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    return path

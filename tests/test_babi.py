@@ -1,0 +1,211 @@
+"""bAbI question answering: the parser, the memory network's pieces by hand, the QA recipes."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from graphmem.cli import main
+from graphmem.data import BabiDataModule, BabiFormatError, DataFileError, load_babi, parse_babi
+from graphmem.data.babi import babi_relative_path
+from graphmem.lit import error_table
+from graphmem.models import NTMQA, MemoryNetwork, position_encoding
+from graphmem.models.sentence_encoding import unique_sentences
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+MIRROR = Path(os.environ.get("GRAPHMEM_DATA", "/nonexistent")) / "babi" / "tasks_1-20_v1-2"
+
+STORY = """\
+1 Mary moved to the bathroom.
+2 John went to the hallway.
+3 Where is Mary? \tbathroom\t1
+4 Daniel went back to the hallway.
+5 Mary travelled to the office.
+6 Where is Mary? \toffice\t5
+1 Sandra journeyed to the garden.
+2 Where is Sandra? \tgarden\t1
+"""
+
+
+def write_task(root: Path, task: int, split: str, text: str, size: str = "1k") -> Path:
+    path = root / babi_relative_path(task, size, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_parser_reads_stories_answers_and_supporting_facts():
+    examples = parse_babi(STORY.splitlines(), task=1)
+    assert len(examples) == 3
+    first, second, third = examples
+    assert first.story == (("mary", "moved", "to", "the", "bathroom"), ("john", "went", "to", "the", "hallway"))
+    assert first.question == ("where", "is", "mary") and first.answer == "bathroom" and first.supporting == (0,)
+    # questions are not memories: the second question's story has the 4 statements so far
+    assert len(second.story) == 4 and second.answer == "office"
+    assert second.story[second.supporting[0]] == ("mary", "travelled", "to", "the", "office")
+    # id 1 starts a new story
+    assert third.story == (("sandra", "journeyed", "to", "the", "garden"),) and third.supporting == (0,)
+    assert {ex.task for ex in examples} == {1}
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("one Mary moved.", "numeric id"),
+    ("3 Mary moved.", "does not follow"),
+    ("2 Where is Mary? \tbathroom", "question line"),
+    ("2 Where is Mary? \tbathroom\t7", "supporting ids"),
+])
+def test_malformed_line_is_reported_with_its_number(line, reason):
+    lines = ["1 Mary moved to the bathroom.", line]
+    with pytest.raises(BabiFormatError, match=rf"qa1.txt:2: .*{reason}"):
+        parse_babi(lines, 1, "qa1.txt")
+
+
+def test_missing_file_names_the_path_and_the_remedy(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHMEM_CACHE", str(tmp_path / "cache"))
+    # an unreachable archive, so that the test never touches the network
+    monkeypatch.setattr("graphmem.data.babi.BABI_URL", (tmp_path / "absent.tar.gz").as_uri())
+    write_task(tmp_path, 1, "train", STORY)
+    with pytest.raises(DataFileError, match=r"qa1_single-supporting-fact_test.txt.*skip_tasks"):
+        load_babi(1, "1k", "test", root=tmp_path)
+
+
+def test_datamodule_pads_splits_and_skips_tasks(tmp_path):
+    for task in (1, 2):
+        write_task(tmp_path, task, "train", STORY * 4)
+        write_task(tmp_path, task, "test", STORY)
+    dm = BabiDataModule(tasks=[1, 2, 3], batch_size=4, memory_size=3, val_fraction=0.25, skip_tasks=[3],
+                        root=str(tmp_path))
+    dm.setup()
+    assert dm.tasks == [1, 2] and dm.skipped == [3]
+    train, valid, test = dm.splits["train"], dm.splits["valid"], dm.splits["test"]
+    assert len(train.answers) == 18 and len(valid.answers) == 6 and len(test.answers) == 6  # 12 per task, 25% held out
+    # the longest sentence has 6 words ("daniel went back to the hallway"); of 4 statements the last 3 are kept
+    assert test.stories.shape == (6, 3, 6) and test.questions.shape == (6, 6)
+    words = dm.vocab.words
+    second = test.stories[1]  # the story of "Where is Mary? office": statements 2-4
+    assert [words[i] for i in second[-1]] == ["mary", "travelled", "to", "the", "office", "<pad>"]
+    assert [words[i] for i in second[0]] == ["john", "went", "to", "the", "hallway", "<pad>"]
+    assert [words[i] for i in test.stories[2, 0, :5]] == ["sandra", "journeyed", "to", "the", "garden"]
+    assert test.stories[2, 1:].eq(0).all()  # empty memory slots are padding
+    assert words[test.answers[1]] == "office" and test.tasks.tolist() == [1, 1, 1, 2, 2, 2]
+    stories, questions, answers, tasks = next(iter(dm.train_dataloader()))
+    assert stories.shape == (4, 3, 6) and questions.shape == (4, 6) and answers.shape == tasks.shape == (4,)
+    with pytest.raises(ValueError, match="leaves none"):
+        BabiDataModule(tasks=[3], skip_tasks=[3])
+
+
+@pytest.mark.skipif(not (MIRROR / "en").is_dir(), reason="set GRAPHMEM_DATA to the offline mirror holding babi/")
+def test_real_files_have_the_published_counts():
+    train, test = load_babi(1, "1k", "train"), load_babi(1, "1k", "test")
+    assert len(train) == 1000 and len(test) == 1000
+    assert train[0].question == ("where", "is", "mary") and train[0].answer == "bathroom"
+    assert train[0].story[train[0].supporting[0]] == ("mary", "moved", "to", "the", "bathroom")
+    assert {ex.answer for ex in load_babi(19, "1k", "test")} >= {"e,n", "w,w"}  # one token per answer
+    if not (MIRROR / "en-10k" / "qa3_three-supporting-facts_train.txt").exists():
+        with pytest.raises(DataFileError, match="qa3_three-supporting-facts_train.txt"):
+            BabiDataModule(tasks=[3], size="10k").prepare_data()
+
+
+def test_position_encoding_matches_the_paper():
+    words = torch.tensor([[5, 7, 9, 0, 0]])  # J = 3 words, then padding
+    d = 4
+    expected = torch.zeros(1, 5, d)
+    for j in range(1, 4):
+        for k in range(1, d + 1):
+            expected[0, j - 1, k - 1] = (1 - j / 3) - (k / d) * (1 - 2 * j / 3)
+    assert torch.allclose(position_encoding(words, d), expected)
+
+
+def test_unique_sentences_round_trips():
+    words = torch.randint(0, 3, (200, 9))
+    unique, inverse = unique_sentences(words, 3)
+    assert torch.equal(unique[inverse], words)
+    assert len(unique) == len(torch.unique(words, dim=0))
+
+
+def test_memory_network_shapes_and_gradients():
+    model = MemoryNetwork(vocab_size=20, embedding_dim=8, hops=3, memory_size=6)
+    story = torch.randint(1, 20, (4, 6, 5))
+    story[:, 4:] = 0  # two empty slots
+    logits, attention = model(story, torch.randint(1, 20, (4, 5)), return_attention=True)
+    assert logits.shape == (4, 20) and attention.shape == (4, 3, 6)
+    assert torch.allclose(attention.sum(-1), torch.ones(4, 3)) and attention[..., 4:].eq(0).all()
+    logits.sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_first_hop_is_softmax_of_memory_dot_question():
+    torch.manual_seed(0)
+    model = MemoryNetwork(vocab_size=12, embedding_dim=6, hops=1, memory_size=4, noise=0.0).eval()
+    story = torch.tensor([[[1, 2, 3], [4, 5, 0], [6, 0, 0], [0, 0, 0]]])
+    question = torch.tensor([[7, 8, 0]])
+    logits, attention = model(story, question, return_attention=True)
+    A, C = model.embeddings[0].embedding.weight, model.embeddings[1].embedding.weight
+
+    def encode(table, ids):  # the paper's position encoding, by hand
+        ids = [i for i in ids if i]
+        J, d = len(ids), table.size(1)
+        return sum(torch.tensor([(1 - j / J) - (k / d) * (1 - 2 * j / J) for k in range(1, d + 1)]) * table[i]
+                   for j, i in enumerate(ids, start=1))
+
+    ages = [2, 1, 0]  # the newest of the 3 statements has age 0
+    m = torch.stack([encode(A, s) + model.temporal[0, a] for s, a in zip(story[0, :3].tolist(), ages)])
+    c = torch.stack([encode(C, s) + model.temporal[1, a] for s, a in zip(story[0, :3].tolist(), ages)])
+    u = encode(A, question[0].tolist())
+    p = torch.softmax(m @ u, 0)
+    assert torch.allclose(attention[0, 0, :3], p, atol=1e-6) and attention[0, 0, 3] == 0
+    assert torch.allclose(logits[0], (u + p @ c) @ C.t(), atol=1e-5)  # W^T = C^K
+    model.linear_start = True  # softmax removed: the raw dot products
+    _, linear = model(story, question, return_attention=True)
+    assert torch.allclose(linear[0, 0, :3], m @ u, atol=1e-6)
+
+
+def test_random_noise_only_ages_statements_in_training():
+    model = MemoryNetwork(vocab_size=10, embedding_dim=4, memory_size=50, noise=0.5)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    assert model.eval()._ages(mask).tolist() == [list(range(7, -1, -1))] * 2
+    noisy = model.train()._ages(mask)
+    assert (noisy >= model.eval()._ages(mask)).all() and (noisy[:, :-1] > noisy[:, 1:]).all()
+
+
+def test_ntm_qa_reads_the_story_then_the_question():
+    model = NTMQA(vocab_size=15, embedding_dim=6, memory_size=8, memory_width=5, controller_size=12)
+    story = torch.randint(1, 15, (3, 4, 5))
+    story[0, 2:] = 0
+    logits = model(story, torch.randint(1, 15, (3, 5)))
+    assert logits.shape == (3, 15)
+    logits.sum().backward()
+    assert model.encoder.embedding.weight.grad.abs().sum() > 0
+    # empty slots are skipped, not read: a story padded with more empty slots gives the same answer
+    padded = torch.cat([story, torch.zeros(3, 2, 5, dtype=torch.long)], 1)
+    question = torch.randint(1, 15, (3, 5))
+    assert torch.allclose(model(story, question), model(padded, question), atol=1e-6)
+
+
+def test_error_table_counts_failures():
+    table = error_table({1: 0.0, 2: 0.3, 3: 0.06}, threshold=0.05)
+    assert "| qa2 | 30.0 | yes |" in table and "| qa1 | 0.0 |  |" in table and "| mean | 12.0 | 2 failed |" in table
+
+
+@pytest.mark.parametrize("recipe", ["babi_memn2n", "babi_memn2n_10k", "babi_ntm"])
+def test_recipe_smoke(recipe, tmp_path):
+    size = "10k" if recipe.endswith("10k") else "1k"
+    for task in (1, 2):
+        write_task(tmp_path, task, "train", STORY * 8, size)
+        write_task(tmp_path, task, "test", STORY * 2, size)
+    cli = main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--data.init_args.tasks", "[1, 2]",
+                "--data.init_args.root", str(tmp_path), "--data.init_args.batch_size", "8",
+                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
+                "false", "--trainer.default_root_dir", str(tmp_path / "run"),
+                "--trainer.logger.init_args.save_dir", str(tmp_path / "run")])
+    metrics = cli.trainer.callback_metrics
+    assert {"test_error/qa1", "test_error/qa2", "test_mean_error", "test_failed_tasks"} <= set(metrics)
+    with open(Path(cli.trainer.log_dir) / "per_task_error.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["task"] for row in rows] == ["1", "2"]
+    assert float(metrics["test_mean_error"]) == pytest.approx(sum(float(r["error"]) for r in rows) / 2, abs=1e-4)
