@@ -14,8 +14,9 @@ One training step is: forward over the ``2L + 1`` steps of a batch of copy seque
 length ``L``, the cost, backward, gradient clipping and an Adam update. Time is the median
 (minimum) of at least ``--repeats`` steps and ``--min-time`` seconds, the three models
 alternating in one process so that background load hits all alike. Peak memory is measured in
-a fresh child process per row: the high-water mark of the resident set during one step after
-a warm-up step (``/proc/self/clear_refs`` resets it, so compilation is not counted).
+a fresh child process per row: the high-water mark of the resident set during one step, above
+the resident set before it, after a warm-up step on length-1 sequences (``/proc/self/clear_refs``
+resets the mark, so compilation is not counted).
 
     python bench/ntm_bench.py                                    # batches 1 16 64, lengths 10 20 50
     python bench/ntm_bench.py --batches 16 --lengths 20 --threads 1
@@ -101,10 +102,16 @@ def time_row(steps: dict[str, Callable[[tuple], None]], batch: tuple, repeats: i
 
 
 def memory_child(kind: str, batch_size: int, length: int) -> dict[str, float]:
-    """In this (fresh) process: resident memory added by one training step after a warm-up step."""
+    """In this (fresh) process: resident memory added by one training step of length ``length``.
+
+    A warm-up step on length-1 sequences of the same batch size comes first: it compiles the
+    step (the compiled cell does not depend on the length) and touches the optimizer's state,
+    while leaving the allocator few freed blocks to hide the long step's activations in.
+    """
     run = steppers((kind,))[kind]
-    batch = copy_batch(length, batch_size, WIDTH, torch.Generator().manual_seed(0))
-    run(batch)
+    generator = torch.Generator().manual_seed(0)
+    run(copy_batch(1, batch_size, WIDTH, generator))
+    batch = copy_batch(length, batch_size, WIDTH, generator)
     with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current resident set
         f.write("5")
     before = status_mb("VmRSS")
@@ -120,6 +127,7 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=3.0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--no-time", action="store_true", help="measure only memory")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "BATCH", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -143,7 +151,8 @@ def main() -> None:
         reference = None
         for batch_size in sorted(args.batches):
             batch = copy_batch(length, batch_size, WIDTH, torch.Generator().manual_seed(0))
-            times = time_row(steps, batch, args.repeats, args.min_time)
+            times = ({kind: [float("nan")] for kind in MODELS} if args.no_time
+                     else time_row(steps, batch, args.repeats, args.min_time))
             ms = {kind: 1000 * statistics.median(t) for kind, t in times.items()}
             best = {kind: 1000 * min(t) for kind, t in times.items()}
             per_seq = {kind: ms[kind] / batch_size for kind in MODELS}

@@ -11,9 +11,8 @@ from graphmem.cli import main
 from graphmem.data import SmilesError
 from graphmem.memory import NTM
 from graphmem.models import MoleculeGAT
-from graphmem.plot import (atom_attention, draw_molecule_attention, ntm_copy_run, plot_molecule_attention,
-                           plot_ntm_run)
-from graphmem.plot.ntm import accessed_rows
+from graphmem.plot import atom_attention, draw_molecule_attention, ntm_copy_run, plot_molecule_attention
+from graphmem.plot.ntm import accessed_rows, plot_ntm_run
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"

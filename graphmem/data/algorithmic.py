@@ -3,6 +3,8 @@
 Every task yields ``(inputs, targets, mask)`` batches, time first: ``inputs`` ``(T, B, I)``,
 ``targets`` ``(T, B, O)`` and ``mask`` ``(T, B)`` marking the steps whose output is scored
 (the answer phase). One length is drawn per batch, so sequences in a batch need no padding.
+Test batches of :class:`AlgorithmicDataModule` also carry their size's name (``"12"``,
+``"20x10"``) as a fourth element, which names the test metrics.
 """
 
 from __future__ import annotations

@@ -29,8 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphmem plot", description=__doc__.split("\n\n")[0])
     kinds = parser.add_subparsers(dest="kind", required=True)
     for name, help_text in (("molecule", "a molecule shaded by GAT attention"),
-                            ("ntm", "an NTM run of the recipe's task: inputs, outputs and memory weightings "
-                                    "over time")):
+                            ("ntm", "an NTM run of the recipe's task: inputs, outputs, memory weightings")):
         kind = kinds.add_parser(name, help=help_text)
         kind.add_argument("--config", required=True, help="the recipe the model was trained with")
         kind.add_argument("--ckpt_path",
