@@ -1,5 +1,5 @@
 """Neighbour-sampled mini-batches, the generated planted-partition graph, the node recipe path
-with sampling, and bf16 mixed precision on the CPU."""
+with sampling, and bf16 mixed precision (on the CPU, and on CUDA when there is a GPU)."""
 
 from __future__ import annotations
 
@@ -155,30 +155,38 @@ def test_large_graph_recipe_on_a_small_generated_graph(tmp_path):
     assert list(tmp_path.rglob("best-*.ckpt"))
 
 
-def test_bf16_mixed_precision_on_cpu(tmp_path):
-    """Lightning's ``bf16-mixed`` runs under CPU autocast: GATConv's projections run in bf16."""
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_mixed_precision(device, tmp_path):
+    """Lightning's ``bf16-mixed`` runs under autocast: GATConv's projections run in bf16."""
+    accelerator = "gpu" if device == "cuda" else "cpu"
     cli = main(["fit", "--config", str(RECIPES / "karate_gat.yaml"), "--trainer.precision", "bf16-mixed",
+                "--trainer.accelerator", accelerator,
                 "--trainer.max_epochs", "30", "--trainer.default_root_dir", str(tmp_path),
                 "--trainer.logger", "false"])
     plugin = cli.trainer.precision_plugin
-    assert cli.trainer.precision == plugin.precision == "bf16-mixed" and plugin.device == "cpu"
+    assert cli.trainer.precision == plugin.precision == "bf16-mixed" and plugin.device == device
     metrics = cli.trainer.callback_metrics
     assert torch.isfinite(metrics["test_loss"]) and float(metrics["test_acc"]) >= 0.75
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # mixed: weights stay float32
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("num_nodes, num_edges", [(40, 200), (3000, 60000)])  # plain and fused sparse read
-def test_gat_conv_under_cpu_autocast(num_nodes, num_edges):
+def test_gat_conv_under_autocast(device, num_nodes, num_edges):
     from graphmem.nn import GATConv
 
     torch.manual_seed(0)
-    conv = GATConv(16, 8, heads=4, edge_dim=3)
-    x, edge_attr = torch.randn(num_nodes, 16), torch.randn(num_edges, 3)
-    edge_index = torch.randint(0, num_nodes, (2, num_edges))
+    conv = GATConv(16, 8, heads=4, edge_dim=3).to(device)
+    x, edge_attr = torch.randn(num_nodes, 16, device=device), torch.randn(num_edges, 3, device=device)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), device=device)
     projected = []
     conv.lin.register_forward_hook(lambda module, inputs, output: projected.append(output.dtype))
     reference = conv(x, edge_index, edge_attr)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device, dtype=torch.bfloat16):
         out = conv(x, edge_index, edge_attr)
     assert projected == [torch.float32, torch.bfloat16]
     torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.05)  # bf16 keeps ~3 digits
