@@ -18,14 +18,16 @@ is built.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from graphmem.lit.callbacks import RandomStateCheckpoint
 from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
@@ -34,9 +36,15 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
 
 
+def tensorboard_available() -> bool:
+    """Whether Lightning's TensorBoardLogger can write (it needs tensorboard or tensorboardX)."""
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
 class GraphmemCLI(LightningCLI):
-    """LightningCLI plus ``--test_after_fit`` (test the best checkpoint when ``fit`` ends) and a
-    check of ``--ckpt_path`` before Lightning reads it."""
+    """LightningCLI plus ``--test_after_fit`` (test the best checkpoint when ``fit`` ends), a
+    check of ``--ckpt_path`` before Lightning reads it, and TensorBoard logs beside the recipe's
+    CSV logs whenever TensorBoard is installed."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=False,
@@ -48,6 +56,15 @@ class GraphmemCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand:
             check_checkpoint(self.config[subcommand].get("ckpt_path"))
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        csv = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
+        if csv is not None and tensorboard_available() and not any(
+                isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            # same folder and version, so one run's CSV and TensorBoard files sit together
+            trainer.loggers = [*trainer.loggers, TensorBoardLogger(csv.save_dir, name=csv.name, version=csv.version)]
+        return trainer
 
     def after_fit(self) -> None:
         if not self.config[self.subcommand].get("test_after_fit"):

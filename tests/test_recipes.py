@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from lightning.pytorch.loggers import CSVLogger, Logger
 
+import graphmem.cli as cli_module
 from graphmem.cli import RECIPES_DIR, main
 from graphmem.data.molecule import moleculenet_tasks
 
@@ -70,3 +72,44 @@ def test_recipe_runs(name: str, tmp_path: Path):
 def test_tox21_variant_runs(name: str, tox21_root: Path, tmp_path: Path):
     cli = _fit(name, tmp_path, "--data.init_args.root", str(tox21_root))
     assert 0.0 <= float(cli.trainer.callback_metrics["test_roc_auc"]) <= 1.0
+
+
+class _FakeTensorBoard(Logger):
+    """Stands in for TensorBoardLogger, which cannot be built where TensorBoard is not installed."""
+
+    def __init__(self, save_dir: str, name: str, version) -> None:
+        super().__init__()
+        self._save_dir, self._name, self._version, self.metrics = save_dir, name, version, []
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self):
+        return self._version
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.append(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_tensorboard_logs_beside_csv_when_installed(installed: bool, tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(cli_module, "tensorboard_available", lambda: installed)
+    monkeypatch.setattr(cli_module, "TensorBoardLogger", _FakeTensorBoard)
+    cli = _fit("karate_gat", tmp_path)
+    kinds = [type(logger) for logger in cli.trainer.loggers]
+    if not installed:
+        assert kinds == [CSVLogger]
+        return
+    assert kinds == [CSVLogger, _FakeTensorBoard]
+    csv, board = cli.trainer.loggers
+    assert (board.save_dir, board.name, board.version) == (csv.save_dir, csv.name, csv.version)
+    assert any("val_acc" in metrics for metrics in board.metrics)
