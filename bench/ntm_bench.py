@@ -146,7 +146,7 @@ def main() -> None:
     print("| L | steps | batch | eager ms/step | compiled ms/step | lstm ms/step | eager ms/seq "
           "| compiled ms/seq | speed-up eager | speed-up compiled | eager MB | compiled MB | lstm MB |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    steps = steppers(MODELS)
+    steps = {} if args.no_time else steppers(MODELS)
     for length in args.lengths:
         reference = None
         for batch_size in sorted(args.batches):

@@ -8,37 +8,23 @@ test accuracy at the epoch of best validation accuracy, mean and standard deviat
 
     GRAPHMEM_DATA=/work/shared/data python examples/evolving_attention_cora.py
 
-Reads the Planetoid files ``ind.cora.*`` from ``$GRAPHMEM_DATA/planetoid`` (or
-``--raw-dir``) and lets PyG process a temporary copy; nothing is written to the repository.
+Reads ``ind.cora.*`` with :func:`graphmem.data.load_planetoid` (from ``$GRAPHMEM_DATA/planetoid``,
+the cache, or a download); nothing is written to the repository.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from node_training import fit_full_batch
 from torch_geometric.data import Data
-from torch_geometric.datasets import Planetoid
 from torch_geometric.transforms import NormalizeFeatures
 
+from graphmem.data import load_planetoid
 from graphmem.nn import GATStack
-
-
-def load_cora(raw_dir: Path) -> Data:
-    """Cora from the Planetoid files in ``raw_dir``, processed by PyG in a temporary folder."""
-    with tempfile.TemporaryDirectory() as root:
-        target = Path(root) / "Cora" / "raw"
-        target.mkdir(parents=True)
-        for path in raw_dir.glob("ind.cora.*"):
-            shutil.copy(path, target / path.name)
-        return Planetoid(root, "Cora", transform=NormalizeFeatures())[0]
 
 
 def train(data: Data, seed: int, epochs: int, layers: int, heads: int, hidden: int, evolving: bool,
@@ -47,28 +33,12 @@ def train(data: Data, seed: int, epochs: int, layers: int, heads: int, hidden: i
     torch.manual_seed(seed)
     model = GATStack(data.num_features, hidden, int(data.y.max()) + 1, num_layers=layers, heads=heads,
                      dropout=0.6, attention_dropout=0.6, evolving=evolving, alpha=alpha, beta=beta)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.005, weight_decay=5e-4)
-    best = (0.0, 0.0, 0)
-    for epoch in range(1, epochs + 1):
-        model.train()
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(data.x, data.edge_index)[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            predicted = model(data.x, data.edge_index).argmax(-1)
-        val = float((predicted[data.val_mask] == data.y[data.val_mask]).float().mean())
-        test = float((predicted[data.test_mask] == data.y[data.test_mask]).float().mean())
-        if val > best[0]:
-            best = (val, test, epoch)
-    return best
+    return fit_full_batch(model, data, epochs, lr=0.005, weight_decay=5e-4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_raw = Path(os.environ.get("GRAPHMEM_DATA", "datasets")) / "planetoid"
-    parser.add_argument("--raw-dir", type=Path, default=default_raw)
+    parser.add_argument("--root", default=None, help="folder holding planetoid/ (default: $GRAPHMEM_DATA)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 3])
@@ -81,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    data = load_cora(args.raw_dir)
+    data = NormalizeFeatures()(load_planetoid("cora", args.root))
     print(f"Cora: {data.num_nodes} nodes, {data.num_edges} edges, train/val/test "
           f"{int(data.train_mask.sum())}/{int(data.val_mask.sum())}/{int(data.test_mask.sum())}")
     print("| layers | attention | val acc | test acc (at best val) | per seed | s/run |")
@@ -95,7 +65,7 @@ def main() -> None:
             seconds = (time.perf_counter() - start) / len(args.seeds)
             val = [r[0] for r in runs]
             test = [r[1] for r in runs]
-            spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+            spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
             name = f"evolving (alpha={args.alpha}, beta={args.beta})" if evolving else "plain"
             print(f"| {layers} | {name} | {statistics.mean(val):.3f} ± {spread(val):.3f} "
                   f"| {statistics.mean(test):.3f} ± {spread(test):.3f} "

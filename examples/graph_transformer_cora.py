@@ -20,6 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from node_training import fit_full_batch
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.transforms import NormalizeFeatures
@@ -52,22 +53,7 @@ def train(data: Data, seed: int, args: argparse.Namespace) -> tuple[float, float
     torch.manual_seed(seed)
     model = GraphTransformer(data.num_features, args.hidden, int(data.y.max()) + 1, args.heads, args.dropout,
                              not args.no_root_weight, args.beta)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    best = (0.0, 0.0, 0)
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(data.x, data.edge_index)[data.train_mask], data.y[data.train_mask])
-        loss.backward()
-        optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            predicted = model(data.x, data.edge_index).argmax(-1)
-        val = float((predicted[data.val_mask] == data.y[data.val_mask]).float().mean())
-        test = float((predicted[data.test_mask] == data.y[data.test_mask]).float().mean())
-        if val > best[0]:
-            best = (val, test, epoch)
-    return best
+    return fit_full_batch(model, data, args.epochs, args.lr, args.weight_decay)
 
 
 def main() -> None:
@@ -97,7 +83,7 @@ def main() -> None:
         print(f"seed {seed}: best val {val:.3f} at epoch {epoch}, test {test:.3f} "
               f"({time.perf_counter() - run_start:.1f} s)", flush=True)
     seconds = (time.perf_counter() - start) / len(args.seeds)
-    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
     val = [r[0] for r in runs]
     test = [r[1] for r in runs]
     print(f"val {statistics.mean(val):.3f} ± {spread(val):.3f}, test {statistics.mean(test):.3f} ± "

@@ -130,7 +130,7 @@ def main() -> None:
           f"test {args.test_size}")
     print("| attention | token acc | sequence acc | token acc per seed | s / run |")
     print("| --- | --- | --- | --- | --- |")
-    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    spread = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0
     for variant in args.variants:
         evolving = variant == "evolving"
         runs = [train(args, seed, evolving, test) for seed in args.seeds]
