@@ -192,7 +192,7 @@ def test_error_table_counts_failures():
     assert "| qa2 | 30.0 | yes |" in table and "| qa1 | 0.0 |  |" in table and "| mean | 12.0 | 2 failed |" in table
 
 
-@pytest.mark.parametrize("recipe", ["babi_memn2n", "babi_memn2n_10k", "babi_ntm"])
+@pytest.mark.parametrize("recipe", ["babi_memn2n", "babi_memn2n_paper", "babi_memn2n_10k", "babi_ntm"])
 def test_recipe_smoke(recipe, tmp_path):
     size = "10k" if recipe.endswith("10k") else "1k"
     for task in (1, 2):
@@ -209,3 +209,32 @@ def test_recipe_smoke(recipe, tmp_path):
         rows = list(csv.DictReader(f))
     assert [row["task"] for row in rows] == ["1", "2"]
     assert float(metrics["test_mean_error"]) == pytest.approx(sum(float(r["error"]) for r in rows) / 2, abs=1e-4)
+
+
+def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():
+    from graphmem.lit import QATask
+
+    task = QATask(MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1), optimizer="sgd", clip_per_parameter=40.0)
+    parameters = list(task.parameters())
+    big, small = parameters[0], parameters[1]
+    big.grad = torch.full_like(big, 1.0) * (80.0 / big.numel() ** 0.5)  # norm 80 -> scaled by 1/2
+    small.grad = torch.full_like(small, 1.0) * (10.0 / small.numel() ** 0.5)  # norm 10 -> kept
+    before_big, before_small = big.grad.clone(), small.grad.clone()
+    task.configure_gradient_clipping(task.configure_optimizers()["optimizer"])
+    assert torch.allclose(big.grad, before_big / 2, rtol=1e-5)
+    assert torch.allclose(small.grad, before_small)
+
+
+def test_sum_reduction_scales_the_training_loss_by_the_batch():
+    from graphmem.lit import QATask
+
+    torch.manual_seed(0)
+    model = MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1, noise=0.0)
+    story, question = torch.randint(1, 15, (6, 3, 5)), torch.randint(1, 15, (6, 5))
+    answer, tasks = torch.randint(1, 15, (6,)), torch.ones(6, dtype=torch.long)
+    expected = torch.nn.functional.cross_entropy(model(story, question), answer, reduction="sum")
+    task = QATask(model, loss_reduction="sum")
+    task.log = lambda *args, **kwargs: None
+    assert torch.allclose(task.training_step((story, question, answer, tasks), 0), expected)
+    with pytest.raises(ValueError, match="optimizer"):
+        QATask(model, optimizer="rmsprop")
