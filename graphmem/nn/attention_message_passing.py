@@ -64,6 +64,10 @@ class AttentionMessagePassing(MessagePassing):
         """The aggregated messages ``(num_dst, H, C)`` from ``alpha`` ``(E, H)``, source values
         ``(N_s, H, C)`` and optional per-edge values ``(E, H, C)``."""
         if not self._fused():
+            if edge_value is not None and self.decomposed_layers > 1:
+                # PyG splits only the ``*_j`` inputs into feature chunks, not edge values.
+                raise NotImplementedError(f"{type(self).__name__}: decomposed_layers > 1 with edge "
+                                          "features")
             return self.propagate(edge_index, x=value, alpha=alpha, edge_value=edge_value,
                                   size=(value.size(0), num_dst))
         if edge_value is None:

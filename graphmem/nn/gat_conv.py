@@ -196,7 +196,7 @@ class GATConv(AttentionMessagePassing):
         src_width, dst_width = ((self.in_channels, self.in_channels) if isinstance(self.in_channels, int)
                                 else self.in_channels)
         check_width(x_src, src_width, src_name)
-        if x_dst is not x_src:
+        if not isinstance(x, Tensor):
             check_width(x_dst, dst_width, "x[1] (target features)")
         num_src, num_dst = self._sizes(x_src, x_dst, size)
         checks.check_edge_index(edge_index, num_src, num_dst)

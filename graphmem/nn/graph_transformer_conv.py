@@ -145,6 +145,7 @@ class GraphTransformerConv(AttentionMessagePassing):
             check_width(x_src, src_width, src_name)
             if x_dst is not x_src:
                 checks.check_features(x_dst, "x[1] (target features)")
+            if not isinstance(x, Tensor):
                 check_width(x_dst, dst_width, "x[1] (target features)")
             checks.check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
         if self.lin_edge is not None and edge_attr is None:
