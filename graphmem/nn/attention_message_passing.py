@@ -54,6 +54,18 @@ class AttentionMessagePassing(MessagePassing):
     # MessagePassing's repr shows only the channels; keep the layers' own extra_repr.
     __repr__ = torch.nn.Module.__repr__
 
+    def _check_widths(self, x: Tensor | tuple[Tensor, Tensor | None]) -> None:
+        """Node features must have ``in_channels`` columns (``-1``: lazy, any width), before a
+        projection fails with torch's shape error that names neither the layer nor the input."""
+        channels = self.in_channels
+        widths = (channels, channels) if isinstance(channels, int) else channels
+        inputs = (("x", x),) if isinstance(x, Tensor) else (("x[0] (source features)", x[0]),
+                                                            ("x[1] (target features)", x[1]))
+        for (name, features), width in zip(inputs, widths):
+            if features is not None and width > 0 and features.size(-1) != width:
+                raise ValueError(f"{name} has {features.size(-1)} features but {type(self).__name__} "
+                                 f"was built for {width}")
+
     def _fused(self) -> bool:
         """Whether the read may skip PyG's per-edge messages: a plain sum nobody watches."""
         return (not self._explain and self.aggr in ("add", "sum") and self.decomposed_layers == 1
@@ -81,13 +93,6 @@ class AttentionMessagePassing(MessagePassing):
         if edge_value is not None:
             x_j = x_j + edge_value
         return alpha.unsqueeze(-1) * x_j
-
-
-def check_width(x: Tensor | None, channels: int, name: str) -> None:
-    """``x`` must have ``channels`` features (``-1``: lazy, any width), before a projection
-    fails with torch's shape error that names neither the layer nor the input."""
-    if x is not None and channels > 0 and x.size(-1) != channels:
-        raise ValueError(f"{name} has {x.size(-1)} features but the layer was built for {channels}")
 
 
 def edge_index_of(adj: Any, size: tuple[int, int] | None) -> tuple[Tensor, tuple[int, int] | None]:

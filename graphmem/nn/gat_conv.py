@@ -24,7 +24,6 @@ from graphmem.attention import (
 from graphmem.nn.attention_message_passing import (
     AttentionMessagePassing,
     attention_adj,
-    check_width,
     edge_index_of,
 )
 
@@ -189,15 +188,10 @@ class GATConv(AttentionMessagePassing):
     def _check(self, x: Tensor | PairTensor, edge_index: Tensor, edge_attr: Tensor | None,
                size: tuple[int, int] | None) -> None:
         x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
-        src_name = "x" if isinstance(x, Tensor) else "x[0] (source features)"
-        checks.check_features(x_src, src_name)
+        checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
         if x_dst is not None and x_dst is not x_src:
             checks.check_features(x_dst, "x[1] (target features)")
-        src_width, dst_width = ((self.in_channels, self.in_channels) if isinstance(self.in_channels, int)
-                                else self.in_channels)
-        check_width(x_src, src_width, src_name)
-        if not isinstance(x, Tensor):
-            check_width(x_dst, dst_width, "x[1] (target features)")
+        self._check_widths(x)
         num_src, num_dst = self._sizes(x_src, x_dst, size)
         checks.check_edge_index(edge_index, num_src, num_dst)
         if edge_attr is not None:

@@ -12,7 +12,7 @@ from torch_geometric.nn.dense.linear import Linear
 
 from graphmem import checks
 from graphmem.attention import check_attention_options, combine_heads, make_score, normalize
-from graphmem.nn.attention_message_passing import AttentionMessagePassing, check_width, edge_index_of
+from graphmem.nn.attention_message_passing import AttentionMessagePassing, edge_index_of
 
 PairTensor = tuple[Tensor, Tensor]
 
@@ -138,15 +138,10 @@ class GraphTransformerConv(AttentionMessagePassing):
         adj = edge_index
         edge_index, _ = edge_index_of(adj, None)
         if checks.enabled():
-            src_name = "x" if isinstance(x, Tensor) else "x[0] (source features)"
-            src_width, dst_width = ((self.in_channels, self.in_channels)
-                                    if isinstance(self.in_channels, int) else self.in_channels)
-            checks.check_features(x_src, src_name)
-            check_width(x_src, src_width, src_name)
+            checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
             if x_dst is not x_src:
                 checks.check_features(x_dst, "x[1] (target features)")
-            if not isinstance(x, Tensor):
-                check_width(x_dst, dst_width, "x[1] (target features)")
+            self._check_widths(x)
             checks.check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
         if self.lin_edge is not None and edge_attr is None:
             raise ValueError(f"this layer was built with edge_dim={self.edge_dim}; pass edge_attr")
