@@ -7,6 +7,8 @@ MessagePassing's constructor keywords give the same results.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch_geometric.nn as pygnn
@@ -283,3 +285,30 @@ def test_captum_explainer_matches_pyg(kind):
                                                 task_level="node", return_type="raw"))
         masks.append(explainer(x, edge_index, index=2).edge_mask)
     torch.testing.assert_close(masks[0], masks[1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("edge_dim", [None, 3])
+def test_plain_calls_take_the_fused_read_and_masked_calls_the_messages(kind, edge_dim, monkeypatch):
+    import graphmem.nn.attention_message_passing as base
+
+    calls = []
+    original_read, original_message = base.sparse_read_auto, base.AttentionMessagePassing.message
+    monkeypatch.setattr(base, "sparse_read_auto",
+                        lambda *a, **k: calls.append("fused") or original_read(*a, **k))
+
+    @functools.wraps(original_message)  # PyG reads message's signature (through __wrapped__)
+    def message(self, *args, **kwargs):
+        calls.append("message")
+        return original_message(self, *args, **kwargs)
+
+    monkeypatch.setattr(base.AttentionMessagePassing, "message", message)
+    conv = LAYERS[kind][0](5, 4, heads=2, edge_dim=edge_dim)
+    x, edge_index = _graph()
+    edge_attr = None if edge_dim is None else torch.randn(edge_index.size(1), edge_dim)
+    fused = conv(x, edge_index, edge_attr)
+    assert calls == ["fused"]
+    calls.clear()
+    set_masks(conv, torch.full((edge_index.size(1),), 50.0), edge_index)  # sigmoid(50) = 1: no-op mask
+    torch.testing.assert_close(conv(x, edge_index, edge_attr), fused, atol=ATOL, rtol=RTOL)
+    assert calls == ["message"]

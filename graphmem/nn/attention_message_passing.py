@@ -15,7 +15,7 @@ exactly as in its own layers.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,7 +88,7 @@ class AttentionMessagePassing(MessagePassing):
         pairs = torch.stack([torch.arange(edge_index.size(1), device=edge_index.device), edge_index[1]])
         return sparse_read_auto(alpha, value.index_select(0, edge_index[0]) + edge_value, pairs, num_dst)
 
-    def message(self, x_j: Tensor, alpha: Tensor, edge_value: Optional[Tensor] = None) -> Tensor:
+    def message(self, x_j: Tensor, alpha: Tensor, edge_value: Tensor | None = None) -> Tensor:
         """One message per edge, :math:`\\alpha_{eh}(\\mathbf{v}_{jh} + \\mathbf{u}_{eh})`."""
         if edge_value is not None:
             x_j = x_j + edge_value
