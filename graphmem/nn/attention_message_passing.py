@@ -104,13 +104,19 @@ def edge_index_of(adj: Any, size: tuple[int, int] | None) -> tuple[Tensor, tuple
     return torch.stack([source, target]), (adj.size(1), adj.size(0))
 
 
+def refuse_sparse_tensor_weights(adj: Any) -> None:
+    """PyG returns the weights of a torch_sparse ``SparseTensor`` as its values in the
+    tensor's own edge order, which this code cannot reproduce without torch_sparse."""
+    if isinstance(adj, SparseTensor):
+        raise NotImplementedError("return_attention_weights with a torch_sparse SparseTensor adj_t; "
+                                  "pass a torch.sparse tensor or an edge_index")
+
+
 def attention_adj(adj: Any, edge_index: Tensor, alpha: Tensor, size: tuple[int, int]) -> Any:
     """The attention weights ``(E, H)`` as an ``adj_t`` of ``adj``'s layout (PyG's return
     value for sparse input), or ``edge_index`` itself for dense input."""
     if not is_sparse(adj):
         return edge_index
-    if isinstance(adj, SparseTensor):
-        raise NotImplementedError("return_attention_weights with a torch_sparse SparseTensor adj_t; "
-                                  "pass a torch.sparse tensor or an edge_index")
+    refuse_sparse_tensor_weights(adj)
     build = to_torch_csr_tensor if adj.layout == torch.sparse_csr else to_torch_coo_tensor
     return build(edge_index.flip(0), alpha, size=(size[1], size[0]))

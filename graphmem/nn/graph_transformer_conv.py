@@ -12,7 +12,11 @@ from torch_geometric.nn.dense.linear import Linear
 
 from graphmem import checks
 from graphmem.attention import check_attention_options, combine_heads, make_score, normalize
-from graphmem.nn.attention_message_passing import AttentionMessagePassing, edge_index_of
+from graphmem.nn.attention_message_passing import (
+    AttentionMessagePassing,
+    edge_index_of,
+    refuse_sparse_tensor_weights,
+)
 
 PairTensor = tuple[Tensor, Tensor]
 
@@ -170,6 +174,8 @@ class GraphTransformerConv(AttentionMessagePassing):
                 out = gate * skip + (1 - gate) * out
             else:
                 out = out + skip
+        if return_attention_weights:
+            refuse_sparse_tensor_weights(adj)
         if return_attention_logits:
             return (out, (adj, alpha), logits) if return_attention_weights else (out, logits)
         if return_attention_weights:
