@@ -91,8 +91,13 @@ def test_message_path_with_edge_features_matches_pyg(kind):
     ours, ref = _pair(kind, 5, 4, heads=2, edge_dim=3, aggr="mean")
     x, edge_index = _graph()
     edge_attr = torch.randn(edge_index.size(1), 3)
-    torch.testing.assert_close(ours(x, edge_index, edge_attr), ref(x, edge_index, edge_attr),
-                               atol=ATOL, rtol=RTOL)
+    out_o, out_r = ours(x, edge_index, edge_attr), ref(x, edge_index, edge_attr)
+    torch.testing.assert_close(out_o, out_r, atol=ATOL, rtol=RTOL)
+    c = torch.randn_like(out_r)
+    (out_o * c).sum().backward()
+    (out_r * c).sum().backward()
+    for (name, p_o), (_, p_r) in zip(ours.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p_o.grad, p_r.grad, atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_decomposed_layers_with_edge_features_are_refused():
