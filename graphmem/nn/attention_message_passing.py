@@ -84,15 +84,20 @@ class AttentionMessagePassing(MessagePassing):
                                   size=(value.size(0), num_dst))
         if edge_value is None:
             return sparse_read_auto(alpha, value, edge_index, num_dst)
-        # Per-edge values: each edge is its own key, read through the (edge -> target) pattern.
-        pairs = torch.stack([torch.arange(edge_index.size(1), device=edge_index.device), edge_index[1]])
-        return sparse_read_auto(alpha, value.index_select(0, edge_index[0]) + edge_value, pairs, num_dst)
+        return sparse_read_auto(alpha, value.index_select(0, edge_index[0]) + edge_value,
+                                edge_pairs(edge_index), num_dst)
 
     def message(self, x_j: Tensor, alpha: Tensor, edge_value: Tensor | None = None) -> Tensor:
         """One message per edge, :math:`\\alpha_{eh}(\\mathbf{v}_{jh} + \\mathbf{u}_{eh})`."""
         if edge_value is not None:
             x_j = x_j + edge_value
         return alpha.unsqueeze(-1) * x_j
+
+
+def edge_pairs(edge_index: Tensor) -> Tensor:
+    """``(2, E)`` (edge, target) pairs: the pattern that reads per-edge keys or values, each
+    edge its own source."""
+    return torch.stack([torch.arange(edge_index.size(1), device=edge_index.device), edge_index[1]])
 
 
 def edge_index_of(adj: Any, size: tuple[int, int] | None) -> tuple[Tensor, tuple[int, int] | None]:

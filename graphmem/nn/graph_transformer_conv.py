@@ -15,6 +15,7 @@ from graphmem.attention import check_attention_options, combine_heads, make_scor
 from graphmem.nn.attention_message_passing import (
     AttentionMessagePassing,
     edge_index_of,
+    edge_pairs,
     refuse_sparse_tensor_weights,
 )
 
@@ -158,7 +159,7 @@ class GraphTransformerConv(AttentionMessagePassing):
         if self.lin_edge is not None:
             edge = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr).view(-1, H, C)
             key = key[edge_index[0]] + edge
-            pairs = torch.stack([torch.arange(edge_index.size(1), device=edge_index.device), edge_index[1]])
+            pairs = edge_pairs(edge_index)
 
         logits = self.scorer(query, key, pairs)
         if logits_transform is not None:
