@@ -317,3 +317,34 @@ def test_plain_calls_take_the_fused_read_and_masked_calls_the_messages(kind, edg
     set_masks(conv, torch.full((edge_index.size(1),), 50.0), edge_index)  # sigmoid(50) = 1: no-op mask
     torch.testing.assert_close(conv(x, edge_index, edge_attr), fused, atol=ATOL, rtol=RTOL)
     assert calls == ["message"]
+
+
+class _Papers(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_dict, edge_index_dict):
+        return self.model(x_dict, edge_index_dict)["paper"]
+
+
+def test_attention_explainer_on_a_to_hetero_model_matches_pyg():
+    x_dict, edge_index_dict = _hetero_data()
+    metadata = (list(x_dict), list(edge_index_dict))
+    ref, ours = (to_hetero(_Homo(layer), metadata, aggr="sum") for layer in (pygnn.GATConv, GATConv))
+    ref(x_dict, edge_index_dict)
+    ours(x_dict, edge_index_dict)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    masks = []
+    for model in (ours, ref):
+        # Explainers explain one output tensor: the papers'.
+        papers = _Papers(model)
+        explainer = Explainer(papers, algorithm=AttentionExplainer(), explanation_type="model",
+                              edge_mask_type="object",
+                              model_config=dict(mode="multiclass_classification",
+                                                task_level="node", return_type="raw"))
+        explanation = explainer(x_dict, edge_index_dict, index=torch.tensor([1]))
+        masks.append({key: explanation[key]["edge_mask"] for key in edge_index_dict})
+    for key in edge_index_dict:
+        torch.testing.assert_close(masks[0][key], masks[1][key], atol=ATOL, rtol=RTOL)
+    assert sum(float(mask.sum()) for mask in masks[0].values()) > 0
