@@ -1,4 +1,5 @@
-"""GATConv forward + backward: torch_geometric.nn.GATConv against graphmem.nn.GATConv.
+"""GATConv forward + backward: torch_geometric.nn.GATConv against graphmem.nn.GATConv (or,
+with ``--layer transformer``, TransformerConv against graphmem.nn.GraphTransformerConv).
 
 Both layers get the same weights (``load_state_dict``), the same random graph and the same
 loss, ``sum(out * c)``. Time is the median (and the minimum, the run least disturbed by other
@@ -11,6 +12,7 @@ the step; CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated bef
     python bench/gat_bench.py                          # every size on CPU
     python bench/gat_bench.py --sizes cora 1m --repeats 9 --threads 1
     python bench/gat_bench.py --device cuda
+    python bench/gat_bench.py --layer transformer
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch_geometric
 import torch_geometric.nn as pygnn
 from benchutil import describe, run_child, status_mb
 
-from graphmem.nn import GATConv
+from graphmem.nn import GATConv, GraphTransformerConv
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,19 @@ CONFIGS = {
     "1m": Config("1M edges", 50_000, 1_000_000, 128, 8, 16),
 }
 IMPLS = ("pyg", "graphmem")
+# --layer: (PyG's layer, graphmem's), built with the same arguments.
+LAYERS = {"gat": (pygnn.GATConv, GATConv), "transformer": (pygnn.TransformerConv, GraphTransformerConv)}
 
 
-def build(config: Config, device: str, seed: int = 0):
-    """The graph, the loss weights and both layers with identical parameters."""
+def build(config: Config, device: str, layer: str = "gat", seed: int = 0):
+    """The graph, the loss weights and both ``layer`` layers with identical parameters."""
     torch.manual_seed(seed)
     x = torch.randn(config.nodes, config.features, device=device)
     edge_index = torch.randint(0, config.nodes, (2, config.edges), device=device)
     c = torch.randn(config.nodes, config.heads * config.channels, device=device)
-    ref = pygnn.GATConv(config.features, config.channels, heads=config.heads).to(device)
-    ours = GATConv(config.features, config.channels, heads=config.heads).to(device)
+    ref_cls, ours_cls = LAYERS[layer]
+    ref = ref_cls(config.features, config.channels, heads=config.heads).to(device)
+    ours = ours_cls(config.features, config.channels, heads=config.heads).to(device)
     ours.load_state_dict(ref.state_dict())
     return x, edge_index, c, {"pyg": ref, "graphmem": ours}
 
@@ -74,13 +79,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_both(config: Config, device: str, repeats: int, min_time: float) -> dict[str, list[float]]:
+def time_both(config: Config, device: str, layer: str, repeats: int,
+              min_time: float) -> dict[str, list[float]]:
     """Seconds per forward + backward of each layer, alternating which goes first.
 
     At least ``repeats`` runs each, more until ``min_time`` seconds have passed (small graphs
     take milliseconds, and a median of a few is at the mercy of background load).
     """
-    x, edge_index, c, modules = build(config, device)
+    x, edge_index, c, modules = build(config, device, layer)
     for module in modules.values():  # warm-up: allocator, lazy init, kernels
         step(module, x, edge_index, c)
     times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
@@ -97,9 +103,9 @@ def time_both(config: Config, device: str, repeats: int, min_time: float) -> dic
     return times
 
 
-def measure_memory_child(impl: str, key: str, device: str) -> dict[str, float]:
+def measure_memory_child(impl: str, key: str, device: str, layer: str) -> dict[str, float]:
     """In this (fresh) process: peak memory of one forward + backward of ``impl``."""
-    x, edge_index, c, modules = build(CONFIGS[key], device)
+    x, edge_index, c, modules = build(CONFIGS[key], device, layer)
     module = modules[impl]
     del modules  # the other layer's parameters do not count
     if device == "cuda":
@@ -118,9 +124,10 @@ def measure_memory_child(impl: str, key: str, device: str) -> dict[str, float]:
     return {"peak_mb": peak, "step_mb": peak - before}
 
 
-def measure_memory(impl: str, key: str, device: str, threads: int | None) -> dict[str, float]:
+def measure_memory(impl: str, key: str, device: str, layer: str, threads: int | None) -> dict[str, float]:
     """Runs :func:`measure_memory_child` in a new interpreter and returns its result."""
-    arguments = ["--child", impl, key, "--device", device] + (["--threads", str(threads)] if threads else [])
+    arguments = ["--child", impl, key, "--device", device, "--layer", layer]
+    arguments += ["--threads", str(threads)] if threads else []
     return run_child(__file__, arguments)
 
 
@@ -129,6 +136,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--layer", choices=list(LAYERS), default="gat",
+                        help="gat: GATConv; transformer: TransformerConv vs GraphTransformerConv")
     parser.add_argument("--repeats", type=int, default=7, help="least timed runs per layer (median reported)")
     parser.add_argument("--min-time", type=float, default=3.0,
                         help="keep repeating until this many seconds have passed per graph")
@@ -142,11 +151,12 @@ def main() -> None:
         parser.error("--device cuda: CUDA is not available")
 
     if args.child:
-        print(json.dumps(measure_memory_child(args.child[0], args.child[1], args.device)))
+        print(json.dumps(measure_memory_child(args.child[0], args.child[1], args.device, args.layer)))
         return
 
     machine = describe(args.device, f"torch_geometric {torch_geometric.__version__}")
-    print(f"# GATConv forward + backward, {args.device}: {machine}")
+    names = " vs ".join(cls.__name__ for cls in LAYERS[args.layer])
+    print(f"# {names} forward + backward, {args.device}: {machine}")
     print(f"# load average before: {os.getloadavg()}")
     memory_note = "peak RSS of a fresh process" if args.device == "cpu" else "peak CUDA allocation"
     print(f"# time: median (minimum) of >= {args.repeats} runs (>= {args.min_time:g} s per graph); "
@@ -156,7 +166,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for key in args.sizes:
         config = CONFIGS[key]
-        times = time_both(config, args.device, args.repeats, args.min_time)
+        times = time_both(config, args.device, args.layer, args.repeats, args.min_time)
         ms = {impl: 1000 * statistics.median(t) for impl, t in times.items()}
         best = {impl: 1000 * min(t) for impl, t in times.items()}
         row = [config.name, config.nodes, config.edges, config.features,
@@ -166,7 +176,7 @@ def main() -> None:
         if args.no_memory:
             row += ["-", "-", "-"]
         else:
-            mem = {impl: measure_memory(impl, key, args.device, args.threads) for impl in IMPLS}
+            mem = {impl: measure_memory(impl, key, args.device, args.layer, args.threads) for impl in IMPLS}
             row += [f"{mem[i]['peak_mb']:.0f} / {mem[i]['step_mb']:.0f}" for i in IMPLS]
             row.append(f"{mem['graphmem']['peak_mb'] / mem['pyg']['peak_mb']:.2f} / "
                        f"{mem['graphmem']['step_mb'] / max(mem['pyg']['step_mb'], 1e-9):.2f}")

@@ -11,6 +11,7 @@ import torch
 import torch_geometric.nn as pygnn
 from torch_geometric.loader import DataLoader
 
+import graphmem.nn.attention_message_passing as message_passing_module
 import graphmem.nn.gat_conv as gat_conv_module
 from graphmem import checks
 from graphmem.data import load_moleculenet, smiles_to_graph
@@ -18,8 +19,10 @@ from graphmem.models import MoleculeGAT
 from graphmem.nn import GATConv
 from tests.conftest import molecule_table, write_tox21
 
-# The steps of GATConv.forward after the checks, as the module calls them.
-KERNELS = ("decomposed_additive_score", "normalize", "sparse_read_auto", "combine_heads")
+# The steps of GATConv.forward after the checks, as the modules call them (the read is its
+# MessagePassing base's).
+KERNELS = ((gat_conv_module, "decomposed_additive_score"), (gat_conv_module, "normalize"),
+           (message_passing_module, "sparse_read_auto"), (gat_conv_module, "combine_heads"))
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +38,14 @@ def _checks_on():
 def kernel_calls(monkeypatch) -> list[str]:
     """Records every kernel GATConv calls (and every projection), still running them."""
     calls: list[str] = []
-    for name in KERNELS:
-        original = getattr(gat_conv_module, name)
+    for module, name in KERNELS:
+        original = getattr(module, name)
 
         def spy(*args, _name=name, _original=original, **kwargs):
             calls.append(_name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(gat_conv_module, name, spy)
+        monkeypatch.setattr(module, name, spy)
     monkeypatch.setattr(torch.nn.Module, "__call__", _recording_call(torch.nn.Module.__call__, calls))
     return calls
 
@@ -166,7 +169,7 @@ def test_spy_sees_the_kernels_of_a_good_call(kernel_calls):
     # guards the test above: were the spies wrong, "no call" would prove nothing
     x, edge_index, _, _ = _bad_cases()["edge_attr too short"]
     GATConv(4, 3, heads=2, edge_dim=2)(x, edge_index, torch.randn(4, 2))
-    assert set(KERNELS) <= set(kernel_calls) and "Linear" in kernel_calls
+    assert {name for _, name in KERNELS} <= set(kernel_calls) and "Linear" in kernel_calls
 
 
 def test_nan_target_features_of_a_bipartite_graph(kernel_calls):

@@ -20,13 +20,17 @@ from graphmem.attention import (
     decomposed_additive_score,
     make_score,
     normalize,
-    sparse_read_auto,
+)
+from graphmem.nn.attention_message_passing import (
+    AttentionMessagePassing,
+    attention_adj,
+    edge_index_of,
 )
 
 PairTensor = tuple[Tensor, Tensor | None]
 
 
-class GATConv(nn.Module):
+class GATConv(AttentionMessagePassing):
     r"""The graph attentional operator of `Graph Attention Networks
     <https://arxiv.org/abs/1710.10903>`_, a drop-in replacement for
     :class:`torch_geometric.nn.GATConv`.
@@ -51,7 +55,10 @@ class GATConv(nn.Module):
     ``normalizer`` swaps softmax for hard (straight-through) or Gumbel attention.
 
     Parameters have the names and shapes of PyG's layer built with the same arguments, so
-    ``load_state_dict`` takes one trained with :class:`torch_geometric.nn.GATConv`.
+    ``load_state_dict`` takes one trained with :class:`torch_geometric.nn.GATConv`. It is a
+    :class:`~torch_geometric.nn.MessagePassing` (see
+    :class:`~graphmem.nn.attention_message_passing.AttentionMessagePassing`), so ``to_hetero``,
+    ``HeteroConv``, explainers, edge masks, hooks and sparse ``adj_t`` work as with PyG's.
 
     Args:
         in_channels: input size, ``-1`` for lazy initialisation, or a ``(source, target)``
@@ -69,13 +76,17 @@ class GATConv(nn.Module):
         residual: add a linear projection of the target features to the output.
         score: one of ``"additive"``, ``"dot"``, ``"scaled_dot"``, ``"bilinear"``, ``"cosine"``.
         normalizer: one of ``"softmax"``, ``"hard"``, ``"gumbel"``, ``"gumbel_hard"``.
+        **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
+            ``decomposed_layers``.
 
     Shapes:
         - input: node features :math:`(N, F_{in})` or :math:`((N_s, F_s), (N_t, F_t))`,
-          edge indices :math:`(2, E)`, edge features :math:`(E, D)` (optional)
+          edge indices :math:`(2, E)` or a sparse ``adj_t`` :math:`(N_t, N_s)`, edge features
+          :math:`(E, D)` (optional)
         - output: :math:`(N_t, H C)` or :math:`(N_t, C)`; with
           ``return_attention_weights=True`` also ``(edge_index, alpha)`` with
-          ``alpha`` of shape :math:`(E', H)`, self-loops included.
+          ``alpha`` of shape :math:`(E', H)`, self-loops included (for a sparse ``adj_t``,
+          ``edge_index`` is an ``adj_t`` of the same layout holding ``alpha``).
     """
 
     def __init__(
@@ -93,8 +104,9 @@ class GATConv(nn.Module):
         residual: bool = False,
         score: str = "additive",
         normalizer: str = "softmax",
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         check_attention_options(score, normalizer)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -150,6 +162,7 @@ class GATConv(nn.Module):
 
     def reset_parameters(self) -> None:
         """Glorot projections and attention vectors, zero bias (as PyG)."""
+        super().reset_parameters()
         for module in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res, self.scorer):
             if module is not None:
                 module.reset_parameters()
@@ -178,6 +191,7 @@ class GATConv(nn.Module):
         checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
         if x_dst is not None and x_dst is not x_src:
             checks.check_features(x_dst, "x[1] (target features)")
+        self._check_widths(x)
         num_src, num_dst = self._sizes(x_src, x_dst, size)
         checks.check_edge_index(edge_index, num_src, num_dst)
         if edge_attr is not None:
@@ -193,7 +207,7 @@ class GATConv(nn.Module):
     def forward(
         self,
         x: Tensor | PairTensor,
-        edge_index: Tensor,
+        edge_index: Any,
         edge_attr: Tensor | None = None,
         size: tuple[int, int] | None = None,
         return_attention_weights: bool | None = None,
@@ -208,6 +222,8 @@ class GATConv(nn.Module):
         ``return_attention_logits=True`` appends those (transformed) logits to the return
         value: ``(out, logits)`` or ``(out, (edge_index, alpha), logits)``.
         """
+        adj = edge_index
+        edge_index, size = edge_index_of(adj, size)
         if checks.enabled():
             self._check(x, edge_index, edge_attr, size)
         H, C = self.heads, self.out_channels
@@ -238,15 +254,17 @@ class GATConv(nn.Module):
             logits = logits_transform(logits)
         alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = combine_heads(sparse_read_auto(alpha, h_src, edge_index, num_dst), self.concat)
+        out = combine_heads(self._read(alpha, h_src, edge_index, num_dst), self.concat)
         if res is not None:
             out = out + res
         if self.bias is not None:
             out = out + self.bias
-        if return_attention_logits:
-            return (out, (edge_index, alpha), logits) if return_attention_weights else (out, logits)
         if return_attention_weights:
-            return out, (edge_index, alpha)
+            weights = (attention_adj(adj, edge_index, alpha, (num_src, num_dst)), alpha)
+        if return_attention_logits:
+            return (out, weights, logits) if return_attention_weights else (out, logits)
+        if return_attention_weights:
+            return out, weights
         return out
 
     def extra_repr(self) -> str:

@@ -7,16 +7,22 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
 
 from graphmem import checks
-from graphmem.attention import check_attention_options, combine_heads, make_score, normalize, sparse_read
+from graphmem.attention import check_attention_options, combine_heads, make_score, normalize
+from graphmem.nn.attention_message_passing import (
+    AttentionMessagePassing,
+    edge_index_of,
+    edge_pairs,
+    refuse_sparse_tensor_weights,
+)
 
 PairTensor = tuple[Tensor, Tensor]
 
 
-class GraphTransformerConv(nn.Module):
+class GraphTransformerConv(AttentionMessagePassing):
     r"""The graph transformer operator of `Masked Label Prediction
     <https://arxiv.org/abs/2009.03509>`_, a drop-in replacement for
     :class:`torch_geometric.nn.TransformerConv`.
@@ -41,7 +47,9 @@ class GraphTransformerConv(nn.Module):
     and ``normalizer`` swaps softmax (those add a ``scorer`` to the parameters).
     Parameter names are PyG's (``lin_query``, ``lin_key``, ``lin_value``, ``lin_edge``,
     ``lin_skip``, ``lin_beta``), so ``load_state_dict`` takes a trained
-    :class:`torch_geometric.nn.TransformerConv`.
+    :class:`torch_geometric.nn.TransformerConv`. It is a
+    :class:`~torch_geometric.nn.MessagePassing` whose plain path reads through the fused,
+    memory-light kernel (:class:`~graphmem.nn.attention_message_passing.AttentionMessagePassing`).
 
     Args:
         in_channels: input size, ``-1`` for lazy initialisation, or a ``(source, target)`` pair.
@@ -55,10 +63,13 @@ class GraphTransformerConv(nn.Module):
         root_weight: add the projected target features :math:`\mathbf{W}_1\mathbf{x}_i`.
         score: attention score.
         normalizer: attention normalizer.
+        **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
+            ``decomposed_layers``.
 
     Shapes:
         - input: node features :math:`(N, F)` or :math:`((N_s, F_s), (N_t, F_t))`, edge
-          indices :math:`(2, E)`, edge features :math:`(E, D)`
+          indices :math:`(2, E)` or a sparse ``adj_t`` :math:`(N_t, N_s)` (returned as it came
+          with the weights, as PyG), edge features :math:`(E, D)`
         - output: :math:`(N_t, H C)` or :math:`(N_t, C)`; with
           ``return_attention_weights=True`` also ``(edge_index, alpha)``, ``alpha``
           :math:`(E, H)` before dropout (as PyG).
@@ -77,8 +88,9 @@ class GraphTransformerConv(nn.Module):
         root_weight: bool = True,
         score: str = "scaled_dot",
         normalizer: str = "softmax",
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         check_attention_options(score, normalizer)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -105,6 +117,7 @@ class GraphTransformerConv(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        super().reset_parameters()
         for module in (self.lin_key, self.lin_query, self.lin_value, self.lin_edge, self.lin_skip,
                        self.lin_beta, self.scorer):
             if module is not None:
@@ -113,7 +126,7 @@ class GraphTransformerConv(nn.Module):
     def forward(
         self,
         x: Tensor | PairTensor,
-        edge_index: Tensor,
+        edge_index: Any,
         edge_attr: Tensor | None = None,
         return_attention_weights: bool | None = None,
         logits_transform: Callable[[Tensor], Tensor] | None = None,
@@ -127,10 +140,13 @@ class GraphTransformerConv(nn.Module):
         """
         H, C = self.heads, self.out_channels
         x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
+        adj = edge_index
+        edge_index, _ = edge_index_of(adj, None)
         if checks.enabled():
             checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
             if x_dst is not x_src:
                 checks.check_features(x_dst, "x[1] (target features)")
+            self._check_widths(x)
             checks.check_edge_index(edge_index, x_src.size(0), x_dst.size(0))
         if self.lin_edge is not None and edge_attr is None:
             raise ValueError(f"this layer was built with edge_dim={self.edge_dim}; pass edge_attr")
@@ -139,19 +155,18 @@ class GraphTransformerConv(nn.Module):
         key = self.lin_key(x_src).view(-1, H, C)
         value = self.lin_value(x_src).view(-1, H, C)
 
-        pairs = edge_index
+        pairs, edge = edge_index, None
         if self.lin_edge is not None:
             edge = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr).view(-1, H, C)
             key = key[edge_index[0]] + edge
-            value = value[edge_index[0]] + edge
-            pairs = torch.stack([torch.arange(edge_index.size(1), device=edge_index.device), edge_index[1]])
+            pairs = edge_pairs(edge_index)
 
         logits = self.scorer(query, key, pairs)
         if logits_transform is not None:
             logits = logits_transform(logits)
         alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
         weights = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = combine_heads(sparse_read(weights, value, pairs, num_dst), self.concat)
+        out = combine_heads(self._read(weights, value, edge_index, num_dst, edge), self.concat)
 
         if self.root_weight:
             skip = self.lin_skip(x_dst)
@@ -160,10 +175,12 @@ class GraphTransformerConv(nn.Module):
                 out = gate * skip + (1 - gate) * out
             else:
                 out = out + skip
-        if return_attention_logits:
-            return (out, (edge_index, alpha), logits) if return_attention_weights else (out, logits)
         if return_attention_weights:
-            return out, (edge_index, alpha)
+            refuse_sparse_tensor_weights(adj)
+        if return_attention_logits:
+            return (out, (adj, alpha), logits) if return_attention_weights else (out, logits)
+        if return_attention_weights:
+            return out, (adj, alpha)
         return out
 
     def extra_repr(self) -> str:
