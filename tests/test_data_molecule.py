@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 import torch
@@ -124,6 +125,69 @@ def test_scaffold_split_breaks_ties_as_deepchem():
     assert train == [0, 1, 2, 3, 4, 5, 9]
     assert valid == [8, 7]
     assert test == [6]
+
+
+# Twelve molecules, three scaffold groups of known size and three singletons:
+#   benzene c1ccccc1 at 0, 3, 5, 7, 10; cyclohexane C1CCCCC1 at 1, 6; 2-phenylpyrrolidine
+#   c1ccc(C2CCCN2)cc1 at 2 and 9 (the two enantiomers: one scaffold only without chirality);
+#   pyridine at 4, piperidine at 8, furan at 11.
+HAND_SMILES = ["Cc1ccccc1", "CC1CCCCC1", "c1ccc([C@H]2CCCN2)cc1", "CCc1ccccc1", "c1ccncc1", "Oc1ccccc1",
+               "OC1CCCCC1", "Nc1ccccc1", "C1CCNCC1", "c1ccc([C@@H]2CCCN2)cc1", "Clc1ccccc1", "c1ccoc1"]
+
+
+def test_scaffold_drops_chirality_as_deepchem():
+    assert scaffold(HAND_SMILES[2]) == scaffold(HAND_SMILES[9]) == "c1ccc(C2CCCN2)cc1"
+    assert scaffold(HAND_SMILES[2], include_chirality=True) != scaffold(HAND_SMILES[9], include_chirality=True)
+    assert scaffold("CCO") == ""
+    with pytest.raises(ValueError, match="cannot parse"):
+        scaffold("C1CC")
+
+
+def test_scaffold_split_follows_deepchem_rule_by_hand():
+    # Fractions 0.5/0.25/0.25 of 12: train_cutoff 6, valid_cutoff (cumulative) 9.
+    # Groups in order (size, first index) descending: benzene [0,3,5,7,10], pyrrolidine [2,9]
+    # (first index 2 beats cyclohexane's 1), cyclohexane [1,6], then furan [11], piperidine [8],
+    # pyridine [4].
+    #   benzene: 0+5 <= 6 -> train (5)
+    #   pyrrolidine: 5+2 > 6; 5+0+2 = 7 <= 9 -> valid
+    #   cyclohexane: 5+2 > 6; 5+2+2 = 9 <= 9 -> valid
+    #   furan: 5+1 <= 6 -> train (6)
+    #   piperidine: 6+1 > 6; 6+4+1 = 11 > 9 -> test; pyridine likewise -> test
+    # The old rule (validation compared with frac_valid * n = 3 alone, scaffolds with chirality)
+    # gave 6/3/3: train benzene + furan, valid [1, 6, 9], test [8, 4, 2].
+    train, valid, test = scaffold_split(HAND_SMILES, (0.5, 0.25, 0.25))
+    assert train == [0, 3, 5, 7, 10, 11]
+    assert valid == [2, 9, 1, 6]
+    assert test == [8, 4]
+
+
+def test_scaffold_split_cutoffs_are_not_rounded():
+    # train_cutoff 0.8 * 12 = 9.6: benzene (5), pyrrolidine (7), cyclohexane (9) go to train;
+    # furan: 10 > 9.6, cumulative 9+0+1 = 10 <= 0.9 * 12 = 10.8 -> valid; piperidine: 9+1+1 = 11
+    # > 10.8 -> test (rounding 10.8 to 11 would have put it in validation); pyridine -> test.
+    train, valid, test = scaffold_split(HAND_SMILES, (0.8, 0.1, 0.1))
+    assert train == [0, 3, 5, 7, 10, 2, 9, 1, 6]
+    assert valid == [11]
+    assert test == [8, 4]
+
+
+def test_scaffold_split_rejects_unreadable_smiles():
+    with pytest.raises(ValueError, match="cannot parse"):
+        scaffold_split(["c1ccccc1", "not a molecule"])
+
+
+@pytest.mark.skipif(not os.environ.get(DATA_ENV), reason="needs the offline mirror ($GRAPHMEM_DATA)")
+@pytest.mark.parametrize("name, sizes", [("bbbp", (1631, 204, 204)), ("clintox", (1182, 148, 148)),
+                                         ("sider", (1141, 143, 143))])
+def test_scaffold_split_sizes_on_mirror(name, sizes):
+    # BBBP 1631/204/204 is DeepChem's ScaffoldSplitter on the same 2039 molecules; the old rule
+    # gave 1631/203/205, ClinTox 1182/147/149 and SIDER 1141/142/144.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        molecules = load_moleculenet(name)
+    split = scaffold_split(molecules.smiles)
+    assert tuple(len(part) for part in split) == sizes
+    assert sorted(split[0] + split[1] + split[2]) == list(range(len(molecules)))
 
 
 def test_datamodule_batches(tox21_root):
