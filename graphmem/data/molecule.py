@@ -24,6 +24,7 @@ from rdkit import Chem, RDLogger
 from torch_geometric.data import Data
 
 from graphmem.data.download import DataFileError, fetch
+from graphmem.errors import GraphmemError
 
 MOLECULENET_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
 
@@ -56,7 +57,7 @@ MOLECULENET: dict[str, MoleculeNetSpec] = {
 ID_COLUMNS = ("mol_id", "num", "name")
 
 
-class SmilesError(ValueError):
+class SmilesError(GraphmemError):
     """A SMILES string that cannot become a molecule graph."""
 
 
@@ -192,7 +193,7 @@ def moleculenet_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """The local file of MoleculeNet set ``name``, downloaded when it is nowhere local."""
     key = name.lower()
     if key not in MOLECULENET:
-        raise ValueError(f"unknown MoleculeNet set {name!r}; choose one of {sorted(MOLECULENET)}")
+        raise GraphmemError(f"unknown MoleculeNet set {name!r}; choose one of {sorted(MOLECULENET)}")
     spec = MOLECULENET[key]
     return fetch(f"moleculenet/{spec.filename}", spec.url, root)
 

@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 
 from graphmem.data.algorithmic import AlgorithmicDataModule
+from graphmem.errors import GraphmemError
 from graphmem.plot.curves import plot_curves
 from graphmem.plot.molecule import plot_molecule_attention
 from graphmem.plot.ntm import ntm_copy_run, ntm_task_run
+from graphmem.recipe import load_recipe
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,8 +57,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_model(config: str, ckpt_path: str | None, overrides: list[str]) -> torch.nn.Module:
     """The network inside a recipe's LightningModule, with the checkpoint's weights when given."""
-    from graphmem.cli import load_recipe  # the CLI imports this module lazily: no cycle at import time
-
     return load_recipe(config, ckpt_path, overrides).model.model
 
 
@@ -68,20 +68,18 @@ def plot_main(args: list[str]) -> Path:
         path = plot_curves(options.log, options.out, options.metrics, options.x)
         print(f"wrote {path}")
         return path
-    from graphmem.cli import load_recipe
-
     recipe = load_recipe(options.config, options.ckpt_path, overrides)
     model, datamodule = recipe.model.model, recipe.datamodule
     if options.kind == "molecule":
         if not hasattr(model, "node_states"):
-            raise ValueError(f"{options.config} does not build a molecule GAT "
-                             f"(its model is {type(model).__name__})")
+            raise GraphmemError(f"{options.config} does not build a molecule GAT "
+                                f"(its model is {type(model).__name__})")
         path = plot_molecule_attention(model, options.smiles, options.out, layer=options.layer,
                                        relative=options.relative)
     else:
         if not hasattr(model, "cell"):
-            raise ValueError(f"{options.config} does not build an NTM (its model is "
-                             f"{type(model).__name__})")
+            raise GraphmemError(f"{options.config} does not build an NTM (its model is "
+                                f"{type(model).__name__})")
         if isinstance(datamodule, AlgorithmicDataModule):
             spec = datamodule.spec
             size = {"copy": options.length, "repeat_copy": (options.length, options.repeats),
