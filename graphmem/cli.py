@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -82,6 +81,14 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
     return cli
 
 
+def _user_error(error: BaseException) -> GraphmemError | None:
+    """The :class:`GraphmemError` that ``error`` is or was caused by: jsonargparse reports an
+    error raised while it builds the recipe's classes as a ValueError of its own, caused by it."""
+    while error is not None and not isinstance(error, GraphmemError):
+        error = error.__cause__
+    return error
+
+
 def main(args: list[str] | None = None) -> GraphmemCLI | None:
     """Runs the command with ``args`` (default: the process's arguments).
 
@@ -108,11 +115,12 @@ def main(args: list[str] | None = None) -> GraphmemCLI | None:
     torch.set_flush_denormal(True)
     try:
         cli = _run(args, from_shell)
-    except GraphmemError as error:
-        if not from_shell or show_traceback:
+    except ValueError as error:
+        user_error = _user_error(error)
+        if user_error is None or not from_shell or show_traceback:
             raise
-        print(f"graphmem: error: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_code) from error
+        print(f"graphmem: error: {user_error}", file=sys.stderr)
+        raise SystemExit(user_error.exit_code) from error
     # the console script exits with main()'s value: None is success (a returned object would be
     # printed and exit with status 1)
     return None if from_shell else cli

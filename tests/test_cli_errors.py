@@ -1,0 +1,257 @@
+"""Issue 12: the command never gives a wrong answer, never loses a file, and says what is wrong
+in one line. Every case runs the real command (``graphmem.cli.main``) or the real loader."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from graphmem.cli import main
+from graphmem.data.download import DataFileError
+from graphmem.data.molecule import SmilesError, load_moleculenet, smiles_to_graph
+from graphmem.errors import GraphmemError
+from graphmem.recipe import checkpoint_data
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+KARATE = str(RECIPES / "karate_gat.yaml")
+SIDER_TASKS = ["Hepatobiliary disorders", "Eye disorders", "Cardiac disorders"]
+SMALL = ["--model.init_args.model.init_args.hidden_channels", "16",
+         "--model.init_args.model.init_args.num_tasks", "3"]
+
+
+def _sider_table(n: int = 120) -> pd.DataFrame:
+    from tests.conftest import SMILES
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame(rng.integers(0, 2, size=(n, len(SIDER_TASKS))), columns=SIDER_TASKS)
+    table.insert(0, "smiles", [SMILES[i % len(SMILES)] for i in range(n)])
+    return table
+
+
+@pytest.fixture(scope="module")
+def sider(tmp_path_factory) -> dict[str, Path]:
+    """A SIDER-recipe checkpoint (3 tasks, one epoch) whose data file is deleted afterwards:
+    its task names then exist only in the checkpoint."""
+    root = tmp_path_factory.mktemp("data")
+    path = root / "moleculenet" / "sider.csv.gz"
+    path.parent.mkdir()
+    with gzip.open(path, "wt") as file:
+        _sider_table().to_csv(file, index=False)
+    run = tmp_path_factory.mktemp("run")
+    main(["fit", "--config", str(RECIPES / "sider_gat.yaml"), "--data.init_args.root", str(root), *SMALL,
+          "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
+          "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)])
+    path.unlink()
+    return {"root": root, "ckpt": next(run.rglob("*.ckpt"))}
+
+
+def _shell(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Runs ``graphmem *args`` as the console script does; returns the exit status and the
+    graphmem error line (library warnings on stderr aside), after checking there is one and no
+    traceback."""
+    monkeypatch.setattr(sys, "argv", ["graphmem", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("graphmem: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return code, errors[0]
+
+
+# 1. a checkpoint of one data set under another data set's recipe -------------------------------
+
+def test_checkpoint_knows_its_data_and_task_names(sider):
+    assert checkpoint_data(sider["ckpt"]) == {"data": "MoleculeDataModule", "dataset": "sider",
+                                              "tasks": SIDER_TASKS}
+
+
+def test_predict_takes_task_names_from_the_checkpoint(sider, tmp_path):
+    out = tmp_path / "p.csv"
+    main(["predict", "--config", str(RECIPES / "sider_gat.yaml"), "--ckpt_path", str(sider["ckpt"]),
+          "--smiles", "CCO", "--out", str(out), "--", *SMALL, "--data.init_args.root", str(sider["root"])])
+    assert list(pd.read_csv(out).columns) == ["index", "smiles", *SIDER_TASKS, "error"]
+
+
+@pytest.mark.parametrize("command", ["predict", "test", "plot"])
+def test_checkpoint_under_another_data_sets_recipe_is_refused(sider, tmp_path, monkeypatch, capsys, command):
+    hiv = str(RECIPES / "hiv_gat.yaml")
+    overrides = ["--model.init_args.model.init_args.hidden_channels", "16",
+                 "--model.init_args.model.init_args.num_tasks", "3"]
+    args = {"predict": ["predict", "--config", hiv, "--ckpt_path", str(sider["ckpt"]), "--smiles", "CCO",
+                        "--out", str(tmp_path / "p.csv"), "--", *overrides],
+            "test": ["test", "--config", hiv, "--ckpt_path", str(sider["ckpt"]), *overrides,
+                     "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)],
+            "plot": ["plot", "molecule", "--config", hiv, "--ckpt_path", str(sider["ckpt"]), "--smiles", "CCO",
+                     "--out", str(tmp_path / "a.png"), "--", *overrides]}[command]
+    code, err = _shell(monkeypatch, capsys, *args)
+    assert code == 2, err
+    assert "dataset sider" in err and "dataset hiv" in err and str(sider["ckpt"]) in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+# 2. test without a checkpoint -----------------------------------------------------------------
+
+def test_test_without_checkpoint_is_refused(tmp_path):
+    with pytest.raises(GraphmemError, match="--ckpt_path"):
+        main(["test", "--config", KARATE, "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])
+
+
+# 3. --ckpt_path last resumes the run, in its own folder ---------------------------------------
+
+def _karate(run: Path, epochs: int, *extra: str):
+    return main(["fit", "--config", KARATE, "--trainer.max_epochs", str(epochs), "--test_after_fit", "false",
+                 "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run), *extra])
+
+
+def test_ckpt_path_last_resumes_the_newest_run_in_its_folder(tmp_path):
+    with pytest.raises(GraphmemError, match="no checkpoint under"):
+        _karate(tmp_path, 3, "--ckpt_path", "last")
+    _karate(tmp_path, 3)
+    resumed = _karate(tmp_path, 6, "--ckpt_path", "last")
+    assert resumed.trainer.current_epoch == 6
+    assert [p.name for p in (tmp_path / "lightning_logs").iterdir()] == ["version_0"]  # no second folder
+    log = pd.read_csv(tmp_path / "lightning_logs" / "version_0" / "metrics.csv")
+    assert sorted(log.dropna(subset=["val_loss"]).epoch.unique()) == list(range(6))  # one log, every epoch
+
+
+# 4. SIGTERM during fit ------------------------------------------------------------------------
+
+class SendSigterm(L.Callback):
+    """Sends this process SIGTERM when the second training epoch starts, as a scheduler would."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_fit_exits_non_zero_and_says_so(tmp_path, monkeypatch, capsys):
+    code, err = _shell(monkeypatch, capsys, "fit", "--config", KARATE, "--trainer.max_epochs", "50",
+                       "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir",
+                       str(tmp_path), "--trainer.callbacks+=tests.test_cli_errors.SendSigterm")
+    assert code == 143 and "stopped by SIGTERM" in err, err
+
+
+# 5. predict --out never loses a file and fails before the work --------------------------------
+
+def test_predict_out_that_would_lose_a_file_or_fail_late_is_refused(sider, tmp_path):
+    molecules = tmp_path / "molecules.csv"
+    molecules.write_text("smiles\nCCO\n")
+    existing = tmp_path / "old.csv"
+    existing.write_text("keep me\n")
+    cases = {str(molecules): "is an input file", str(existing): "exists; pass --overwrite",
+             str(tmp_path): "is a folder", str(existing / "p.csv"): "which is a file"}
+    for out, message in cases.items():
+        with pytest.raises(GraphmemError, match=message):
+            # a missing recipe and checkpoint prove that nothing else was looked at first
+            main(["predict", "--config", "nowhere.yaml", "--ckpt_path", "nowhere.ckpt",
+                  "--smiles_file", str(molecules), "--out", out])
+    assert molecules.read_text() == "smiles\nCCO\n" and existing.read_text() == "keep me\n"
+    main(["predict", "--config", str(RECIPES / "sider_gat.yaml"), "--ckpt_path", str(sider["ckpt"]),
+          "--smiles_file", str(molecules), "--out", str(existing), "--overwrite", "--", *SMALL,
+          "--data.init_args.root", str(sider["root"])])
+    assert pd.read_csv(existing).smiles.tolist() == ["CCO"]
+
+
+# 6. labels, empty task columns, truncated files -----------------------------------------------
+
+def _bbbp(root: Path, text: str) -> Path:
+    path = root / "moleculenet" / "BBBP.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("label", ["2", "-1", "yes"])
+def test_labels_outside_0_1_blank_are_refused_with_file_column_row(tmp_path, label):
+    path = _bbbp(tmp_path, f"smiles,p_np\nCCO,1\nc1ccccc1,\nCCN,{label}\n")
+    with pytest.raises(DataFileError, match=rf"{path}: column 'p_np' row 2 holds {label}.*0, 1 or blank"):
+        load_moleculenet("bbbp", tmp_path)
+
+
+def test_task_column_without_labels_warns(tmp_path):
+    _bbbp(tmp_path, "smiles,p_np\nCCO,\nc1ccccc1,\n")
+    with pytest.warns(UserWarning, match=r"\['p_np'\] hold no label"):
+        load_moleculenet("bbbp", tmp_path)
+
+
+def test_truncated_plain_csv_is_reported(tmp_path):
+    whole = "smiles,p_np\n" + "".join(f"{s},1\n" for s in ["CCO", "CCN", "c1ccccc1", "CC(=O)O"])
+    path = _bbbp(tmp_path, whole[:-9])  # cut inside the last row, as an interrupted copy leaves it
+    with pytest.raises(DataFileError, match=f"{path} is truncated"):
+        load_moleculenet("bbbp", tmp_path)
+    _bbbp(tmp_path, whole[:-1])  # a complete last row without its line end is fine
+    assert len(load_moleculenet("bbbp", tmp_path)) == 4
+
+
+# 7. whitespace inside a SMILES ----------------------------------------------------------------
+
+def test_smiles_with_whitespace_inside_is_refused_not_cut():
+    with pytest.raises(SmilesError, match="contains whitespace"):
+        smiles_to_graph("CCO CCC")
+    assert smiles_to_graph(" CCO ").num_nodes == 3  # blanks around one SMILES are no ambiguity
+
+
+# 8. two runs forced into one version folder ---------------------------------------------------
+
+def test_second_run_in_the_same_version_folder_is_refused(tmp_path):
+    _karate(tmp_path, 2, "--trainer.logger.init_args.version", "0")
+    folder = tmp_path / "lightning_logs" / "version_0"
+    before = {name: (folder / name).read_bytes() for name in ("config.yaml", "metrics.csv")}
+    with pytest.raises(GraphmemError, match="already holds another run"):
+        _karate(tmp_path, 3, "--trainer.logger.init_args.version", "0")
+    assert {name: (folder / name).read_bytes() for name in before} == before
+
+
+# 9. one line per error, the trace on request --------------------------------------------------
+
+def test_user_errors_are_one_line_and_the_trace_is_on_request(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "metrics.csv"
+    log.write_text("epoch,step,train_loss\n0,1,0.5\n1,2,0.4\n")
+    args = ["plot", "curves", "--log", str(log), "--metrics", "val_auc", "--out", str(tmp_path / "c.png")]
+    code, err = _shell(monkeypatch, capsys, *args)
+    assert code == 2 and err.startswith("graphmem: error: no metric 'val_auc'")
+    recipe = tmp_path / "nodata.yaml"
+    config = yaml.safe_load(Path(KARATE).read_text())
+    config["data"]["init_args"]["dataset"] = "no_such_graph"
+    recipe.write_text(yaml.safe_dump(config))
+    code, err = _shell(monkeypatch, capsys, "fit", "--config", str(recipe), "--trainer.logger", "false",
+                       "--trainer.default_root_dir", str(tmp_path))
+    assert code == 2 and "no_such_graph" in err, err
+    monkeypatch.setattr(sys, "argv", ["graphmem", "--traceback", *args])
+    with pytest.raises(GraphmemError, match="no metric 'val_auc'"):
+        main()
+    monkeypatch.setenv("GRAPHMEM_TRACEBACK", "1")
+    monkeypatch.setattr(sys, "argv", ["graphmem", *args])
+    with pytest.raises(GraphmemError):
+        main()
+
+
+# 10. help and version -------------------------------------------------------------------------
+
+def test_help_lists_every_command_and_version(capsys):
+    import graphmem
+
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"\n  {name} " in out for name in ("fit", "validate", "test", "predict", "recipes", "plot"))
+    main(["--version"])
+    assert capsys.readouterr().out == f"graphmem {graphmem.__version__}\n"
+
+
+def test_predict_help_shows_the_smiles_options(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and all(option in out for option in ("--smiles ", "--smiles_file", "--out"))
