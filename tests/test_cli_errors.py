@@ -255,3 +255,40 @@ def test_predict_help_shows_the_smiles_options(capsys):
         main(["predict", "--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0 and all(option in out for option in ("--smiles ", "--smiles_file", "--out"))
+
+
+# raw errors that are now one line: plot arguments, an empty metrics log, an empty SMILES file ---
+
+@pytest.mark.parametrize("args, message", [
+    (["molecule", "--config", str(RECIPES / "tox21_gat.yaml"), "--smiles", "CCO", "--layer", "99"],
+     "--layer 99: the model has 3 GAT layers"),
+    (["ntm", "--config", str(RECIPES / "ntm_copy.yaml"), "--length", "0"], "--length: must be at least 1, got 0"),
+    (["ntm", "--config", str(RECIPES / "ntm_copy.yaml"), "--length", "-3"], "must be at least 1, got -3"),
+    (["curves", "--log", "{empty}"], "is empty: the run logged nothing yet"),
+])
+def test_bad_plot_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    empty = tmp_path / "metrics.csv"
+    empty.write_text("")
+    args = [arg.format(empty=empty) for arg in args]
+    monkeypatch.setattr(sys, "argv", ["graphmem", "plot", *args, "--out", str(tmp_path / "p.png")])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_plot_refuses_an_output_name_it_would_not_honour(tmp_path, capsys):
+    log = tmp_path / "metrics.csv"
+    log.write_text("epoch,step,train_loss\n0,1,0.5\n1,2,0.4\n")
+    with pytest.raises(SystemExit):
+        main(["plot", "curves", "--log", str(log), "--out", str(tmp_path / "c.pdf")])
+    assert "writes PNG images; name the file .png" in capsys.readouterr().err
+
+
+def test_empty_smiles_file_is_refused(tmp_path):
+    for text in ("", "smiles\n"):
+        molecules = tmp_path / "molecules.csv"
+        molecules.write_text(text)
+        with pytest.raises(GraphmemError, match="is empty|no rows"):
+            main(["predict", "--config", str(RECIPES / "tox21_gat.yaml"), "--ckpt_path", "nowhere.ckpt",
+                  "--smiles_file", str(molecules), "--out", str(tmp_path / "p.csv")])

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from graphmem.data.download import DataFileError
 from graphmem.errors import GraphmemError
 
 AXES = ("epoch", "step")
@@ -21,9 +22,12 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
     column per metric that is empty where the call did not log it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no metrics file {path}; the CSV logger writes "
-                                f"runs/<recipe>/lightning_logs/version_N/metrics.csv")
-    table = pd.read_csv(path)
+        raise DataFileError(f"no metrics file {path}; the CSV logger writes "
+                            f"runs/<recipe>/lightning_logs/version_N/metrics.csv")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError as error:
+        raise GraphmemError(f"{path} is empty: the run logged nothing yet") from error
     missing = [axis for axis in AXES if axis not in table.columns]
     if missing:
         raise GraphmemError(f"{path} is not a Lightning metrics.csv: it has no {missing} column "
