@@ -21,6 +21,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from graphmem.errors import GraphmemError
 from graphmem.lit.callbacks import DATA_KEY, data_identity
@@ -157,6 +158,9 @@ class GraphmemCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._check_data()
+        if not is_overridden("predict_dataloader", self.datamodule, LightningDataModule):
+            raise GraphmemError(f"{type(self.datamodule).__name__} has no prediction data of its own; for "
+                                f"molecules, pass them with --smiles or --smiles_file (and --out)")
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):

@@ -292,3 +292,55 @@ def test_empty_smiles_file_is_refused(tmp_path):
         with pytest.raises(GraphmemError, match="is empty|no rows"):
             main(["predict", "--config", str(RECIPES / "tox21_gat.yaml"), "--ckpt_path", "nowhere.ckpt",
                   "--smiles_file", str(molecules), "--out", str(tmp_path / "p.csv")])
+
+
+# task counts, one-class evaluation sets, predict without SMILES -------------------------------
+
+def _tox21(root: Path, labels: np.ndarray) -> None:
+    from tests.conftest import SMILES, write_tox21
+    from graphmem.data.molecule import TOX21_TASKS
+
+    table = pd.DataFrame(labels, columns=list(TOX21_TASKS))
+    table.insert(0, "smiles", [SMILES[i % len(SMILES)] for i in range(len(labels))])
+    write_tox21(root, table)
+
+
+def _tox21_fit(root: Path, run: Path, *extra: str):
+    return main(["fit", "--config", str(RECIPES / "tox21_gat.yaml"), "--data.init_args.root", str(root),
+                 "--model.init_args.model.init_args.hidden_channels", "16", "--trainer.enable_progress_bar",
+                 "false", "--trainer.default_root_dir", str(run), "--trainer.logger", "false", *extra])
+
+
+def test_model_with_the_wrong_task_count_is_named(tmp_path):
+    _tox21(tmp_path, np.random.default_rng(0).integers(0, 2, size=(120, 12)))
+    with pytest.raises(GraphmemError, match="the model predicts 3 tasks but the data has 12"):
+        _tox21_fit(tmp_path, tmp_path / "run", "--model.init_args.model.init_args.num_tasks", "3",
+                   "--trainer.fast_dev_run", "true")
+
+
+def test_one_class_validation_set_is_refused_at_setup(tmp_path):
+    from graphmem.data import MoleculeDataModule
+    from graphmem.data.splits import make_split
+
+    _, valid, _ = make_split("random", ["C"] * 120, (0.8, 0.1, 0.1), 0)
+    labels = np.ones((120, 12))
+    labels[[i for i in range(120) if i not in set(valid)][:8]] = 0  # no negative in the validation set
+    _tox21(tmp_path, labels)
+    with pytest.raises(GraphmemError, match="valid set of 12 molecules whose labels are of one class"):
+        MoleculeDataModule(root=str(tmp_path)).setup()
+
+
+def test_metric_undefined_on_a_tiny_batch_warns_and_the_run_goes_on(tmp_path):
+    labels = np.random.default_rng(0).integers(0, 2, size=(120, 12))
+    _tox21(tmp_path, labels)
+    with pytest.warns(UserWarning, match="val_roc_auc is undefined"):
+        cli = _tox21_fit(tmp_path, tmp_path / "run", "--trainer.fast_dev_run", "true",
+                         "--data.init_args.batch_size", "1")
+    assert cli.trainer.state.finished
+
+
+def test_lightning_predict_on_molecules_says_to_pass_smiles(tmp_path):
+    _tox21(tmp_path, np.random.default_rng(0).integers(0, 2, size=(120, 12)))
+    with pytest.raises(GraphmemError, match="--smiles or --smiles_file"):
+        main(["predict", "--config", str(RECIPES / "tox21_gat.yaml"), "--data.init_args.root", str(tmp_path),
+              "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])
