@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import os
 import sys
-
-import torch
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing import TYPE_CHECKING
 
 import graphmem
 from graphmem.errors import GraphmemError, RunInterrupted
-from graphmem.lit.callbacks import DataIdentity, RandomStateCheckpoint
-from graphmem.recipe import GraphmemCLI, recipe_summaries
+from graphmem.recipe_index import recipe_summaries, with_recipe_paths
+
+if TYPE_CHECKING:
+    from graphmem.recipe import GraphmemCLI
 
 TRACEBACK_ENV = "GRAPHMEM_TRACEBACK"
 USAGE = f"""usage: graphmem [--version] [--traceback] <command> [options]
@@ -68,6 +67,13 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
 
         predict_main(args[1:])
         return None
+    # torch and Lightning load only here: `graphmem recipes` and `--help` answer without them
+    from lightning.pytorch import LightningDataModule, LightningModule
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from graphmem.lit.callbacks import DataIdentity, RandomStateCheckpoint
+    from graphmem.recipe import GraphmemCLI
+
     try:
         cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
                           subclass_mode_data=True, args=None if from_shell else args,
@@ -102,17 +108,21 @@ def main(args: list[str] | None = None) -> GraphmemCLI | None:
     args = list(sys.argv[1:] if args is None else args)
     show_traceback = "--traceback" in args or os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
     args = [arg for arg in args if arg != "--traceback"]
-    if from_shell:
-        sys.argv = [sys.argv[0], *args]  # LightningCLI parses sys.argv itself
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, end="")
         return None
     if args[0] == "--version":
         print(f"graphmem {graphmem.__version__}")
         return None
-    # Attention weights and Adam's second moments drift into subnormal floats, which x86 CPUs
-    # process up to 100x slower (measured: Tox21 epochs took 31 s instead of 7 s).
-    torch.set_flush_denormal(True)
+    args = with_recipe_paths(args)
+    if from_shell:
+        sys.argv = [sys.argv[0], *args]  # LightningCLI parses sys.argv itself
+    if args[0] != "recipes":
+        import torch
+
+        # Attention weights and Adam's second moments drift into subnormal floats, which x86 CPUs
+        # process up to 100x slower (measured: Tox21 epochs took 31 s instead of 7 s).
+        torch.set_flush_denormal(True)
     try:
         cli = _run(args, from_shell)
     except ValueError as error:

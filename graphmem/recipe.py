@@ -26,8 +26,8 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from graphmem.errors import GraphmemError
 from graphmem.lit.callbacks import DATA_KEY, data_identity
 from graphmem.lit.checkpoint import check_checkpoint
+from graphmem.recipe_index import RECIPES_DIR, recipe_summaries  # noqa: F401 (part of this module's API)
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
 # subcommands that score a model: without a checkpoint they would score random weights
 SCORING_SUBCOMMANDS = ("test", "validate")
@@ -171,16 +171,6 @@ class GraphmemCLI(LightningCLI):
             metrics = self.resumed_log[0] / "metrics.csv"
             resumed = pd.read_csv(metrics) if metrics.is_file() else None
             pd.concat([self.resumed_log[1], resumed]).to_csv(metrics, index=False)
-
-
-def recipe_summaries(folder: Path = RECIPES_DIR) -> list[tuple[str, str]]:
-    """``(name, first header line)`` of every recipe YAML."""
-    rows = []
-    for path in sorted(folder.glob("*.yaml")):
-        header = next((line.lstrip("# ").strip() for line in path.read_text().splitlines()
-                       if line.startswith("#") and line.strip("# ")), "")
-        rows.append((path.stem, header))
-    return rows
 
 
 def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[str] = ()) -> GraphmemCLI:

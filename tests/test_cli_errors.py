@@ -344,3 +344,23 @@ def test_lightning_predict_on_molecules_says_to_pass_smiles(tmp_path):
     with pytest.raises(GraphmemError, match="--smiles or --smiles_file"):
         main(["predict", "--config", str(RECIPES / "tox21_gat.yaml"), "--data.init_args.root", str(tmp_path),
               "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])
+
+
+# quick answers and recipes by name -----------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["recipes"], ["--help"], ["--version"]])
+def test_recipes_help_and_version_load_neither_torch_nor_lightning(args):
+    import subprocess
+
+    code = (f"import sys; from graphmem.cli import main; main({args!r}); "
+            f"print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(RECIPES.parent)}, timeout=60)
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_config_finds_a_shipped_recipe_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(["fit", "--config", "karate_gat", "--trainer.max_epochs", "1", "--test_after_fit", "false",
+                "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])
+    assert cli.trainer.state.finished and cli.datamodule.hparams.dataset == "karate"
