@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# graphmem/recipes links to the top-level recipes/ in a checkout; a wheel holds the files there
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def recipe_summaries(folder: Path = RECIPES_DIR) -> list[tuple[str, str]]:

@@ -364,3 +364,24 @@ def test_config_finds_a_shipped_recipe_by_name_from_any_folder(tmp_path, monkeyp
     cli = main(["fit", "--config", "karate_gat", "--trainer.max_epochs", "1", "--test_after_fit", "false",
                 "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)])
     assert cli.trainer.state.finished and cli.datamodule.hparams.dataset == "karate"
+
+
+def test_wheel_ships_the_recipes(tmp_path):
+    """A non-editable install finds the recipes: the wheel holds them under graphmem/recipes."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    source, root = tmp_path / "src", RECIPES.parent
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    # symlinks=True: the copy keeps graphmem/recipes a link, as in the checkout
+    shutil.copytree(root / "graphmem", source / "graphmem", symlinks=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(RECIPES, source / "recipes")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w",
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    shipped = {Path(name).name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("graphmem/recipes/")}
+    assert shipped == {path.name for path in RECIPES.glob("*.yaml")}
