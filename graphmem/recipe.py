@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,10 @@ def checkpoint_data(ckpt_path: str | os.PathLike | None) -> dict[str, Any] | Non
     stored it; ``None`` for no checkpoint, a Lightning keyword, or an older checkpoint."""
     if ckpt_path is None or not Path(ckpt_path).is_file():
         return None
-    return torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True).get(DATA_KEY)
+    try:
+        return torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True).get(DATA_KEY)
+    except pickle.UnpicklingError:  # holds objects beyond tensors: not written by graphmem's callbacks
+        return None
 
 
 def check_data_matches(ckpt_path: str | os.PathLike | None, datamodule: LightningDataModule, config: str) -> None:
