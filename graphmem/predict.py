@@ -23,6 +23,8 @@ from lightning.pytorch import LightningModule, Trainer
 from torch_geometric.loader import DataLoader
 
 from graphmem.data.molecule import smiles_to_graphs
+from graphmem.errors import GraphmemError
+from graphmem.recipe import checkpoint_data, load_recipe
 
 
 def predict_smiles(task: LightningModule, trainer: Trainer, smiles: Sequence[str], task_names: Sequence[str],
@@ -39,8 +41,8 @@ def predict_smiles(task: LightningModule, trainer: Trainer, smiles: Sequence[str
     if graphs:
         predicted = torch.cat(trainer.predict(task, DataLoader(graphs, batch_size=batch_size)))
         if predicted.shape[1] != len(task_names):
-            raise ValueError(f"the model predicts {predicted.shape[1]} tasks but the data set has "
-                             f"{len(task_names)} ({', '.join(task_names)})")
+            raise GraphmemError(f"the model predicts {predicted.shape[1]} tasks but the data set has "
+                                f"{len(task_names)} ({', '.join(task_names)})")
         probabilities[rows] = predicted.float()
     for column, name in enumerate(task_names):
         table[name] = probabilities[:, column].numpy()
@@ -51,10 +53,15 @@ def predict_smiles(task: LightningModule, trainer: Trainer, smiles: Sequence[str
 
 def read_smiles_file(path: str | Path, column: str = "smiles") -> list[str]:
     """The SMILES column of a CSV file, every row kept (an empty cell becomes ``""``)."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as error:
+        raise GraphmemError(f"{path} is empty: --smiles_file needs a CSV with a {column!r} column") from error
     if column not in table.columns:
-        raise ValueError(f"{path} has no {column!r} column (columns: {list(table.columns)}); "
-                         f"name the SMILES column with --smiles_column")
+        raise GraphmemError(f"{path} has no {column!r} column (columns: {list(table.columns)}); "
+                            f"name the SMILES column with --smiles_column")
+    if table.empty:
+        raise GraphmemError(f"{path} has a {column!r} column but no rows: there is nothing to predict")
     return table[column].tolist()
 
 
@@ -66,27 +73,47 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--smiles", nargs="+", help="SMILES strings")
     source.add_argument("--smiles_file", help="a CSV file with a column of SMILES")
     parser.add_argument("--smiles_column", default="smiles", help="the SMILES column of --smiles_file")
-    parser.add_argument("--out", required=True, help="CSV file to write")
+    parser.add_argument("--out", required=True, help="CSV file to write (a new file, unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     return parser
 
 
+def check_out(out: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuses an ``--out`` that would lose a file or fail after all the prediction work: an
+    input file, an existing file (unless ``overwrite``), a folder, or a path under a file."""
+    if any(out.resolve() == path.resolve() for path in inputs):
+        raise GraphmemError(f"--out {out} is an input file; write the predictions to another file")
+    if out.is_dir():
+        raise GraphmemError(f"--out {out} is a folder; name a CSV file, e.g. {out / 'predictions.csv'}")
+    blocking = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise GraphmemError(f"--out {out} lies under {blocking}, which is a file, not a folder")
+    if out.exists() and not overwrite:
+        raise GraphmemError(f"--out {out} exists; pass --overwrite to replace it, or name another file")
+
+
 def predict_main(args: list[str]) -> pd.DataFrame:
-    """Runs ``graphmem predict ...`` with ``args`` (after ``predict``); returns the written table."""
-    from graphmem.cli import load_recipe  # the CLI imports this module lazily: no cycle at import time
+    """Runs ``graphmem predict ...`` with ``args`` (after ``predict``); returns the written table.
+
+    The task names come from the checkpoint (graphmem stores them there), else from the data
+    set's file header.
+    """
     from graphmem.data import MoleculeDataModule
     from graphmem.data.molecule import moleculenet_tasks
 
     overrides = args[args.index("--") + 1:] if "--" in args else []
     options = _parser().parse_args(args[:args.index("--")] if "--" in args else args)
+    out = Path(options.out)
+    check_out(out, [Path(options.config), Path(options.ckpt_path),
+                    *([Path(options.smiles_file)] if options.smiles_file else [])], options.overwrite)
     smiles = options.smiles or read_smiles_file(options.smiles_file, options.smiles_column)
     cli = load_recipe(options.config, options.ckpt_path, ["--trainer.enable_progress_bar", "false", *overrides])
     if not isinstance(cli.datamodule, MoleculeDataModule):
-        raise TypeError(f"{options.config} does not train on molecules (its data is "
-                         f"{type(cli.datamodule).__name__}); --smiles needs a molecule recipe")
+        raise GraphmemError(f"{options.config} does not train on molecules (its data is "
+                            f"{type(cli.datamodule).__name__}); --smiles needs a molecule recipe")
     data = cli.datamodule.hparams
-    table = predict_smiles(cli.model, cli.trainer, smiles, moleculenet_tasks(data.dataset, data.root),
-                           data.batch_size)
-    out = Path(options.out)
+    tasks = (checkpoint_data(options.ckpt_path) or {}).get("tasks") or moleculenet_tasks(data.dataset, data.root)
+    table = predict_smiles(cli.model, cli.trainer, smiles, tasks, data.batch_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     bad = table.index[table["error"] != ""].tolist()

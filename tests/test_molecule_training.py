@@ -10,7 +10,8 @@ import torch
 from ogb.graphproppred import Evaluator
 from torch_geometric.loader import DataLoader
 
-from graphmem.cli import main, recipe_summaries
+from graphmem.cli import main
+from graphmem.recipe import recipe_summaries
 from graphmem.data import smiles_to_graph
 from graphmem.lit import masked_bce_with_logits, multitask_roc_auc
 from graphmem.models import MoleculeGAT

@@ -12,6 +12,7 @@ from torch_geometric.loader import DataLoader
 from graphmem.cli import main
 from graphmem.data import smiles_to_graph
 from graphmem.data.molecule import TOX21_TASKS
+from graphmem.errors import GraphmemError
 from graphmem.models import MoleculeGAT
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -75,7 +76,7 @@ def test_predict_smiles_file_with_named_column(trained, tmp_path, capsys):
     assert torch.allclose(probabilities, _reference(checkpoint, [GOOD[2], GOOD[0]]).double(), atol=1e-6)
     assert "predicted 2 molecules, 1 unparseable (index 1)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no 'smiles' column .* --smiles_column"):
-        _predict(trained, tmp_path, "--smiles_file", str(molecules))
+        _predict(trained, tmp_path, "--smiles_file", str(molecules), "--overwrite")
 
 
 def test_predict_without_smiles_is_lightnings_predict(tmp_path):
@@ -84,6 +85,6 @@ def test_predict_without_smiles_is_lightnings_predict(tmp_path):
     assert cli.subcommand == "predict" and cli.trainer.state.finished
     checkpoint = tmp_path / "karate.ckpt"
     torch.save({"state_dict": cli.model.state_dict()}, checkpoint)
-    with pytest.raises(TypeError, match="does not train on molecules"):
+    with pytest.raises(GraphmemError, match="does not train on molecules"):
         main(["predict", "--config", str(RECIPES / "karate_gat.yaml"), "--ckpt_path", str(checkpoint),
               "--smiles", "CCO", "--out", str(tmp_path / "x.csv")])

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from lightning.pytorch.loggers import CSVLogger, Logger
 
-import graphmem.cli as cli_module
-from graphmem.cli import RECIPES_DIR, main
+import graphmem.recipe as recipe_module
+from graphmem.cli import main
+from graphmem.recipe import RECIPES_DIR
 from graphmem.data.molecule import moleculenet_tasks
 
 MIRROR = os.environ.get("GRAPHMEM_DATA")
@@ -102,8 +103,8 @@ class _FakeTensorBoard(Logger):
 
 @pytest.mark.parametrize("installed", [True, False])
 def test_tensorboard_logs_beside_csv_when_installed(installed: bool, tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(cli_module, "tensorboard_available", lambda: installed)
-    monkeypatch.setattr(cli_module, "TensorBoardLogger", _FakeTensorBoard)
+    monkeypatch.setattr(recipe_module, "tensorboard_available", lambda: installed)
+    monkeypatch.setattr(recipe_module, "TensorBoardLogger", _FakeTensorBoard)
     cli = _fit("karate_gat", tmp_path)
     kinds = [type(logger) for logger in cli.trainer.loggers]
     if not installed:

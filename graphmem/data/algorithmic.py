@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from graphmem.errors import GraphmemError
+
 Batch = tuple[Tensor, Tensor, Tensor]
 
 
@@ -53,7 +55,7 @@ def repeat_count_code(repeats: int, repeat_range: tuple[int, int]) -> float:
     """
     low, high = repeat_range
     if not 1 <= low <= high:
-        raise ValueError(f"repeat_range must be 1 <= low <= high, got {repeat_range}")
+        raise GraphmemError(f"repeat_range must be 1 <= low <= high, got {repeat_range}")
     mean = (low + high) / 2
     # variance of the discrete uniform distribution on low..high; 0 for a single count
     std = math.sqrt(((high - low + 1) ** 2 - 1) / 12) or 1.0
@@ -73,7 +75,7 @@ def repeat_copy_batch(length: int, repeats: int, batch_size: int, width: int = 8
     of which the last ``length * repeats + 1`` steps are scored.
     """
     if length < 1 or repeats < 1:
-        raise ValueError(f"repeat copy needs length >= 1 and repeats >= 1, got {length} and {repeats}")
+        raise GraphmemError(f"repeat copy needs length >= 1 and repeats >= 1, got {length} and {repeats}")
     generator = generator or torch.Generator().manual_seed(0)
     seq = _bits(length, batch_size, width, generator)
     answer = length * repeats + 1
@@ -99,7 +101,7 @@ def associative_recall_batch(items: int, batch_size: int, width: int = 6, item_l
     output ``width``.
     """
     if items < 2:
-        raise ValueError(f"associative recall needs at least 2 items, got {items}")
+        raise GraphmemError(f"associative recall needs at least 2 items, got {items}")
     generator = generator or torch.Generator().manual_seed(0)
     data = _bits(items * item_length, batch_size, width, generator).view(items, item_length, batch_size, width)
     query = torch.randint(0, items - 1, (batch_size,), generator=generator)
@@ -145,7 +147,7 @@ class TaskSpec:
     def batch(self, size: Size, batch_size: int, generator: torch.Generator) -> Batch:
         if isinstance(size, (tuple, list)):
             if self.task != "repeat_copy":
-                raise ValueError(f"a (length, repeats) size {tuple(size)} only fits repeat_copy, not {self.task}")
+                raise GraphmemError(f"a (length, repeats) size {tuple(size)} only fits repeat_copy, not {self.task}")
             length, repeats = size
             return repeat_copy_batch(length, repeats, batch_size, self.width, self.repeats, generator)
         if self.task == "copy":
@@ -156,7 +158,7 @@ class TaskSpec:
             return repeat_copy_batch(size, repeats, batch_size, self.width, self.repeats, generator)
         if self.task == "associative_recall":
             return associative_recall_batch(size, batch_size, self.width, generator=generator)
-        raise ValueError(f"unknown task {self.task!r}; choose copy, repeat_copy or associative_recall")
+        raise GraphmemError(f"unknown task {self.task!r}; choose copy, repeat_copy or associative_recall")
 
     @property
     def input_size(self) -> int:

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from graphmem.data.download import DATA_ENV, DataFileError, cache_dir, fetch, search_dirs
+from graphmem.errors import GraphmemError
 
 BABI_URL = "http://www.thespermwhale.com/jaseweston/babi/tasks_1-20_v1-2.tar.gz"
 BABI_DIR = "babi/tasks_1-20_v1-2"
@@ -123,11 +124,11 @@ def parse_babi(lines: Iterable[str], task: int = 0, source: str = "<lines>") -> 
 def babi_relative_path(task: int, size: str = "1k", split: str = "train") -> str:
     """Path of a task file inside the data folder, e.g. ``babi/tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt``."""
     if task not in TASK_NAMES:
-        raise ValueError(f"bAbI tasks are numbered 1-20, got {task}")
+        raise GraphmemError(f"bAbI tasks are numbered 1-20, got {task}")
     if size not in SIZES:
-        raise ValueError(f"unknown bAbI size {size!r}; choose one of {tuple(SIZES)}")
+        raise GraphmemError(f"unknown bAbI size {size!r}; choose one of {tuple(SIZES)}")
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise GraphmemError(f"split must be 'train' or 'test', got {split!r}")
     return f"{BABI_DIR}/{SIZES[size]}/qa{task}_{TASK_NAMES[task]}_{split}.txt"
 
 
@@ -202,7 +203,7 @@ def vectorize(examples: Sequence[BabiExample], vocab: Vocabulary, memory_size: i
     longest = max((len(sentence) for example in examples for sentence in (*example.story, example.question)), default=1)
     words = sentence_size or longest
     if words < longest:
-        raise ValueError(f"sentence_size {words} is shorter than the longest sentence ({longest} words)")
+        raise GraphmemError(f"sentence_size {words} is shorter than the longest sentence ({longest} words)")
     slots = max(1, max((len(story) for story in stories), default=1))
     blank = [0] * words
 
@@ -222,7 +223,7 @@ def vectorize(examples: Sequence[BabiExample], vocab: Vocabulary, memory_size: i
 def split_validation(examples: Sequence[BabiExample], fraction: float, seed: int) -> tuple[list[BabiExample], list[BabiExample]]:
     """Train and validation examples: a seeded ``fraction`` of each task's training questions."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in [0, 1), got {fraction}")
+        raise GraphmemError(f"val_fraction must lie in [0, 1), got {fraction}")
     generator = torch.Generator().manual_seed(seed)
     train: list[BabiExample] = []
     valid: list[BabiExample] = []
@@ -300,13 +301,13 @@ class BabiDataModule(L.LightningDataModule):
         if tasks == "all":
             tasks = list(TASK_NAMES)
         if isinstance(tasks, str) or not tasks or any(t not in TASK_NAMES for t in tasks):
-            raise ValueError(f"tasks must be 'all' or a list of task numbers 1-20, got {tasks!r}")
+            raise GraphmemError(f"tasks must be 'all' or a list of task numbers 1-20, got {tasks!r}")
         if size not in SIZES:
-            raise ValueError(f"unknown bAbI size {size!r}; choose one of {tuple(SIZES)}")
+            raise GraphmemError(f"unknown bAbI size {size!r}; choose one of {tuple(SIZES)}")
         skipped = sorted(set(skip_tasks or ()) & set(tasks))
         self.tasks: list[int] = [t for t in tasks if t not in skipped]
         if not self.tasks:
-            raise ValueError(f"skip_tasks {skip_tasks} leaves none of tasks {tasks}")
+            raise GraphmemError(f"skip_tasks {skip_tasks} leaves none of tasks {tasks}")
         self.skipped = skipped
         self.vocab: Vocabulary | None = None
         self.splits: dict[str, BabiTensors] = {}

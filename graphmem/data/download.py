@@ -15,11 +15,13 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+from graphmem.errors import GraphmemError
+
 DATA_ENV = "GRAPHMEM_DATA"
 CACHE_ENV = "GRAPHMEM_CACHE"
 
 
-class DataFileError(FileNotFoundError):
+class DataFileError(GraphmemError, FileNotFoundError):
     """A data file is missing, could not be downloaded, or is truncated or corrupted."""
 
 

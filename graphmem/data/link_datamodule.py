@@ -15,6 +15,7 @@ from torch_geometric.transforms import NormalizeFeatures, RandomLinkSplit
 from torch_geometric.utils import negative_sampling
 
 from graphmem.data.planetoid import PLANETOID, karate_club, load_planetoid
+from graphmem.errors import GraphmemError
 
 LINK_DATASETS: tuple[str, ...] = PLANETOID + ("karate",)
 
@@ -61,10 +62,10 @@ class LinkDataModule(L.LightningDataModule):
                  split_seed: int = 0, normalize_features: bool = True, root: str | None = None) -> None:
         super().__init__()
         if dataset not in LINK_DATASETS:
-            raise ValueError(f"unknown link dataset {dataset!r}; choose one of {LINK_DATASETS}")
+            raise GraphmemError(f"unknown link dataset {dataset!r}; choose one of {LINK_DATASETS}")
         if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
-            raise ValueError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be "
-                             f"positive and sum to less than 1")
+            raise GraphmemError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be "
+                                f"positive and sum to less than 1")
         self.save_hyperparameters()
         self.splits: dict[str, Data] = {}
 

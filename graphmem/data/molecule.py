@@ -9,6 +9,7 @@ never silently dropped.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 import warnings
@@ -24,6 +25,7 @@ from rdkit import Chem, RDLogger
 from torch_geometric.data import Data
 
 from graphmem.data.download import DataFileError, fetch
+from graphmem.errors import GraphmemError
 
 MOLECULENET_URL = "https://deepchemdata.s3-us-west-1.amazonaws.com/datasets/"
 
@@ -56,7 +58,7 @@ MOLECULENET: dict[str, MoleculeNetSpec] = {
 ID_COLUMNS = ("mol_id", "num", "name")
 
 
-class SmilesError(ValueError):
+class SmilesError(GraphmemError):
     """A SMILES string that cannot become a molecule graph."""
 
 
@@ -69,6 +71,9 @@ def smiles_to_graph(smiles: str) -> Data:
     """
     if not isinstance(smiles, str) or not smiles.strip():
         raise SmilesError("empty SMILES")
+    if any(character.isspace() for character in smiles.strip()):
+        # RDKit reads what follows the first blank as the molecule's name: "CCO CCC" would be ethanol
+        raise SmilesError(f"SMILES {smiles!r} contains whitespace (one SMILES per entry; '.' joins fragments)")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise SmilesError(f"RDKit cannot parse SMILES {smiles!r}")
@@ -134,16 +139,56 @@ class MoleculeSet:
         return line
 
 
+def _check_last_line(path: Path) -> None:
+    """Raises :class:`DataFileError` when a plain CSV ends inside a row (a cut-off download):
+    pandas would fill the missing fields with ``NaN`` and load the rows before it silently.
+    Gzipped files need no such check: their truncation fails decompression."""
+    with open(path, "rb") as file:
+        header = file.readline()
+        file.seek(max(0, file.seek(0, os.SEEK_END) - 65536))
+        tail = file.read()
+    if not tail or tail.endswith(b"\n"):
+        return
+    last = tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    fields, expected = next(csv.reader([last]), []), next(csv.reader([header.decode("utf-8", "replace")]), [])
+    if len(fields) < len(expected):
+        raise DataFileError(f"{path} is truncated: its last line has {len(fields)} of {len(expected)} fields "
+                            f"and no line end ({last[:60]!r}); delete it and download it again")
+
+
 def read_table(path: Path, nrows: int | None = None) -> pd.DataFrame:
     """Reads a (possibly gzipped) CSV (its first ``nrows`` rows when given); a truncated or
     corrupted file gives :class:`DataFileError`."""
     try:
+        if nrows is None and not str(path).endswith(".gz"):
+            _check_last_line(path)
         return pd.read_csv(path, compression="infer", nrows=nrows)
     except (EOFError, OSError, gzip.BadGzipFile, zlib.error, pd.errors.ParserError, UnicodeDecodeError) as error:
+        if isinstance(error, DataFileError):
+            raise
         raise DataFileError(
             f"{path} is truncated or corrupted ({type(error).__name__}: {error}); delete it and "
             f"download it again"
         ) from error
+
+
+def task_labels(table: pd.DataFrame, tasks: Sequence[str], source: str | Path) -> torch.Tensor:
+    """The ``(rows, tasks)`` labels, ``NaN`` where blank. Anything but 0, 1 or blank (``2``,
+    ``-1``, ``yes``) raises :class:`DataFileError` naming the file, column and row; a task
+    column without any label is announced with a warning (its ROC-AUC is undefined)."""
+    raw = table[list(tasks)]
+    labels = raw.apply(pd.to_numeric, errors="coerce")
+    bad = (raw.notna() & labels.isna()) | (labels.notna() & ~labels.isin([0, 1]))
+    for task in tasks:
+        rows = bad.index[bad[task].to_numpy()]
+        if len(rows):
+            raise DataFileError(f"{source}: column {task!r} row {rows[0]} holds {raw.at[rows[0], task]}; labels "
+                                f"must be 0, 1 or blank (missing) ({len(rows)} such rows)")
+    empty = [task for task in tasks if labels[task].isna().all()]
+    if empty:
+        warnings.warn(f"{source}: task columns {empty} hold no label; their metrics will be undefined",
+                      stacklevel=3)
+    return torch.tensor(labels.to_numpy(dtype="float32"))
 
 
 def smiles_to_graphs(smiles: Sequence[str]) -> tuple[list[Data], list[int], list[SkippedRow]]:
@@ -181,7 +226,7 @@ def molecules_from_table(table: pd.DataFrame, name: str, spec: MoleculeNetSpec, 
     missing = [t for t in tasks if t not in table.columns]
     if missing:
         raise DataFileError(f"{path or name}: task columns {missing} are missing (columns: {list(table.columns)})")
-    labels = torch.tensor(table[list(tasks)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float32"))
+    labels = task_labels(table, tasks, path or name)
     graphs, rows, skipped = smiles_to_graphs(table[spec.smiles_column].tolist())
     for graph, row in zip(graphs, rows):
         graph.y = labels[row].unsqueeze(0)
@@ -192,7 +237,7 @@ def moleculenet_path(name: str, root: str | os.PathLike | None = None) -> Path:
     """The local file of MoleculeNet set ``name``, downloaded when it is nowhere local."""
     key = name.lower()
     if key not in MOLECULENET:
-        raise ValueError(f"unknown MoleculeNet set {name!r}; choose one of {sorted(MOLECULENET)}")
+        raise GraphmemError(f"unknown MoleculeNet set {name!r}; choose one of {sorted(MOLECULENET)}")
     spec = MOLECULENET[key]
     return fetch(f"moleculenet/{spec.filename}", spec.url, root)
 

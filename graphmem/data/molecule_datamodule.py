@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.loader import DataLoader
 
 from graphmem.data.molecule import MoleculeSet, load_moleculenet, moleculenet_path
 from graphmem.data.splits import make_split
+from graphmem.errors import GraphmemError
 
 
 class MoleculeDataModule(L.LightningDataModule):
@@ -54,8 +56,24 @@ class MoleculeDataModule(L.LightningDataModule):
         graphs = self.molecules.graphs
         self.splits = {name: [graphs[i] for i in idx] for name, idx in
                        (("train", train), ("valid", valid), ("test", test))}
+        for name in ("valid", "test"):
+            self._check_two_classes(name)
         rank_zero_info(f"{self.molecules.summary()}; {self.hparams.split} split "
                        f"{len(train)}/{len(valid)}/{len(test)}")
+
+    def _check_two_classes(self, name: str) -> None:
+        """Refuses a validation or test split on which ROC-AUC is undefined in every task (each
+        holds one class only): the run would end after its first epoch, with no checkpoint."""
+        graphs = self.splits[name]
+        if not graphs:
+            return
+        labels = torch.cat([graph.y for graph in graphs])
+        if any(len(column[~torch.isnan(column)].unique()) == 2 for column in labels.t()):
+            return
+        raise GraphmemError(f"{self.hparams.dataset}: the {self.hparams.split} split gives a {name} set of "
+                            f"{len(graphs)} molecules whose labels are of one class in every task, so its "
+                            f"ROC-AUC is undefined; use --data.init_args.split random, another split_seed, "
+                            f"or larger --data.init_args.fractions for it")
 
     @property
     def num_tasks(self) -> int:

@@ -21,6 +21,8 @@ from torch_geometric.data import Data
 from torch_geometric.loader import NeighborLoader, NodeLoader
 from torch_geometric.sampler import BaseSampler, NodeSamplerInput, SamplerOutput
 
+from graphmem.errors import GraphmemError
+
 
 def has_compiled_sampler() -> bool:
     """Whether PyG's own neighbour sampler can run (it needs ``pyg-lib`` or ``torch-sparse``)."""
@@ -30,8 +32,8 @@ def has_compiled_sampler() -> bool:
 def _check_fanouts(num_neighbors: Sequence[int]) -> list[int]:
     fanouts = [int(k) for k in num_neighbors]
     if not fanouts or any(k == 0 or k < -1 for k in fanouts):
-        raise ValueError(f"num_neighbors must be a non-empty list of positive numbers (or -1 for all "
-                         f"neighbours), one per layer; got {list(num_neighbors)}")
+        raise GraphmemError(f"num_neighbors must be a non-empty list of positive numbers (or -1 for all "
+                            f"neighbours), one per layer; got {list(num_neighbors)}")
     return fanouts
 
 

@@ -15,6 +15,7 @@ from torch_geometric.transforms import NormalizeFeatures
 from graphmem.data.neighbor_sampler import neighbor_loader
 from graphmem.data.planetoid import PLANETOID, karate_club, load_planetoid
 from graphmem.data.synthetic import SyntheticGraph
+from graphmem.errors import GraphmemError
 
 NODE_DATASETS: tuple[str, ...] = PLANETOID + ("karate", "synthetic")
 
@@ -44,12 +45,12 @@ class NodeDataModule(L.LightningDataModule):
                  synthetic: SyntheticGraph | None = None) -> None:
         super().__init__()
         if dataset not in NODE_DATASETS:
-            raise ValueError(f"unknown node dataset {dataset!r}; choose one of {NODE_DATASETS}")
+            raise GraphmemError(f"unknown node dataset {dataset!r}; choose one of {NODE_DATASETS}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise GraphmemError(f"batch_size must be positive, got {batch_size}")
         if synthetic is not None and dataset != "synthetic":
-            raise ValueError(f"synthetic graph options were given but dataset is {dataset!r}; "
-                             f"set dataset: synthetic to use them")
+            raise GraphmemError(f"synthetic graph options were given but dataset is {dataset!r}; "
+                                f"set dataset: synthetic to use them")
         # a plain dict in the checkpoint, which torch.load(weights_only=True) reads; a dataclass it refuses
         self.save_hyperparameters(ignore=["synthetic"])
         self.hparams["synthetic"] = asdict(synthetic) if synthetic is not None else None

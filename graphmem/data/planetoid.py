@@ -12,6 +12,7 @@ from torch_geometric.io import read_planetoid_data
 from torch_geometric.utils import from_networkx
 
 from graphmem.data.download import DataFileError, fetch
+from graphmem.errors import GraphmemError
 
 PLANETOID_URL = "https://github.com/kimiyoung/planetoid/raw/master/data/"
 PLANETOID = ("cora", "citeseer", "pubmed")
@@ -29,7 +30,7 @@ def load_planetoid(name: str, root: str | os.PathLike | None = None) -> Data:
     """
     key = name.lower()
     if key not in PLANETOID:
-        raise ValueError(f"unknown Planetoid graph {name!r}; choose one of {PLANETOID}")
+        raise GraphmemError(f"unknown Planetoid graph {name!r}; choose one of {PLANETOID}")
     paths = [fetch(f"planetoid/ind.{key}.{part}", f"{PLANETOID_URL}ind.{key}.{part}", root)
              for part in PLANETOID_PARTS]
     folders = {p.parent for p in paths}

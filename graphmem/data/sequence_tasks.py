@@ -16,6 +16,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from graphmem.errors import GraphmemError
+
 PAD, BOS, EOS = 0, 1, 2
 NUM_SPECIAL = 3
 SEQUENCE_TASKS: tuple[str, ...] = ("reverse", "sort")
@@ -43,7 +45,7 @@ def _answer(task: str, source: Tensor, valid: Tensor, lengths: Tensor) -> Tensor
         # padding sorts last, then is put back
         largest = torch.iinfo(source.dtype).max
         return torch.where(valid, torch.where(valid, source, largest).sort(1).values, PAD)
-    raise ValueError(f"unknown task {task!r}; choose one of {SEQUENCE_TASKS}")
+    raise GraphmemError(f"unknown task {task!r}; choose one of {SEQUENCE_TASKS}")
 
 
 def sequence_task_batch(task: str, batch_size: int, min_length: int = 1, max_length: int = 10,
@@ -51,7 +53,7 @@ def sequence_task_batch(task: str, batch_size: int, min_length: int = 1, max_len
     """``batch_size`` random sequences, lengths uniform in ``[min_length, max_length]``, with their
     ``task`` answers (``"reverse"`` or ``"sort"``)."""
     if not 1 <= min_length <= max_length:
-        raise ValueError(f"need 1 <= min_length <= max_length, got {min_length} and {max_length}")
+        raise GraphmemError(f"need 1 <= min_length <= max_length, got {min_length} and {max_length}")
     generator = generator or torch.Generator().manual_seed(0)
     lengths = torch.randint(min_length, max_length + 1, (batch_size,), generator=generator)
     longest = int(lengths.max())

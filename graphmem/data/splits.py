@@ -9,13 +9,15 @@ import torch
 from rdkit import Chem, RDLogger
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from graphmem.errors import GraphmemError
+
 Split = tuple[list[int], list[int], list[int]]
 SPLITS: tuple[str, ...] = ("random", "scaffold")
 
 
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
+        raise GraphmemError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
     return fractions[0], fractions[1], fractions[2]
 
 
@@ -92,4 +94,4 @@ def make_split(name: str, smiles: Sequence[str], fractions: Sequence[float] = (0
         return random_split(len(smiles), fractions, seed)
     if name == "scaffold":
         return scaffold_split(smiles, fractions)
-    raise ValueError(f"unknown split {name!r}; choose one of {SPLITS}")
+    raise GraphmemError(f"unknown split {name!r}; choose one of {SPLITS}")

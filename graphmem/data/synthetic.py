@@ -16,6 +16,8 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce, remove_self_loops
 
+from graphmem.errors import GraphmemError
+
 
 @dataclass
 class SyntheticGraph:
@@ -47,15 +49,15 @@ class SyntheticGraph:
 
     def __post_init__(self) -> None:
         if self.num_nodes < 2 or self.num_classes < 2 or self.num_nodes < self.num_classes:
-            raise ValueError(f"need num_nodes >= num_classes >= 2, got {self.num_nodes} and "
-                             f"{self.num_classes}")
+            raise GraphmemError(f"need num_nodes >= num_classes >= 2, got {self.num_nodes} and "
+                                f"{self.num_classes}")
         if not 0.0 <= self.homophily <= 1.0:
-            raise ValueError(f"homophily must be in [0, 1], got {self.homophily}")
+            raise GraphmemError(f"homophily must be in [0, 1], got {self.homophily}")
         if self.avg_degree <= 0 or self.noise < 0:
-            raise ValueError(f"need avg_degree > 0 and noise >= 0, got {self.avg_degree} and {self.noise}")
+            raise GraphmemError(f"need avg_degree > 0 and noise >= 0, got {self.avg_degree} and {self.noise}")
         if len(self.fractions) != 3 or min(self.fractions) < 0 or sum(self.fractions) > 1 + 1e-9:
-            raise ValueError(f"fractions must be three non-negative numbers summing to at most 1, "
-                             f"got {tuple(self.fractions)}")
+            raise GraphmemError(f"fractions must be three non-negative numbers summing to at most 1, "
+                                f"got {tuple(self.fractions)}")
 
     def generate(self) -> Data:
         """``Data(x (N, F), edge_index (2, E), y (N,), train_mask, val_mask, test_mask)``, undirected."""

@@ -1,6 +1,6 @@
 """LightningModules per task kind."""
 
-from graphmem.lit.callbacks import EpochSummary, RandomStateCheckpoint
+from graphmem.lit.callbacks import DataIdentity, EpochSummary, RandomStateCheckpoint
 from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
 from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
 from graphmem.lit.link import LinkPredictionTask
@@ -13,6 +13,7 @@ __all__ = [
     "QATask",
     "error_table",
     "CheckpointError",
+    "DataIdentity",
     "EpochSummary",
     "GraphPropertyTask",
     "LinkPredictionTask",

@@ -1,4 +1,5 @@
-"""Callbacks: a one-line-per-epoch summary for logs, and random states saved in checkpoints."""
+"""Callbacks: a one-line-per-epoch summary for logs, and random states and the data's identity
+saved in checkpoints."""
 
 from __future__ import annotations
 
@@ -68,3 +69,37 @@ class RandomStateCheckpoint(L.Callback):
                              "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]}})
         version, internal, gauss = state_dict["python"]
         random.setstate((version, tuple(internal), gauss))
+
+
+DATA_KEY = "graphmem_data"
+# the data-module arguments that say which data it serves (the others say how: batch size, ...)
+IDENTITY_KEYS = ("dataset", "task", "tasks", "size")
+
+
+def data_identity(datamodule: L.LightningDataModule) -> dict[str, Any]:
+    """Which data ``datamodule`` serves: its class and the arguments that name its data set,
+    as plain values (so that checkpoints holding them load with ``weights_only=True``)."""
+    hparams = getattr(datamodule, "hparams", {})
+    identity: dict[str, Any] = {"data": type(datamodule).__name__}
+    for key in IDENTITY_KEYS:
+        if key in hparams:
+            value = hparams[key]
+            identity[key] = list(value) if isinstance(value, (tuple, list)) else value
+    return identity
+
+
+class DataIdentity(L.Callback):
+    """Stores in every checkpoint (under ``"graphmem_data"``) which data the model was trained on,
+    see :func:`data_identity`, and the task names of a molecule set, so that running the
+    checkpoint under another data set's recipe is refused and prediction needs no data file for
+    the column names."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            return
+        checkpoint[DATA_KEY] = data_identity(datamodule)
+        molecules = getattr(datamodule, "molecules", None)
+        if molecules is not None:
+            checkpoint[DATA_KEY]["tasks"] = list(molecules.tasks)

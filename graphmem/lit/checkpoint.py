@@ -10,12 +10,14 @@ from pathlib import Path
 
 import torch
 
+from graphmem.errors import GraphmemError
+
 # ``ckpt_path`` values that Lightning resolves itself rather than reading a file.
 LIGHTNING_CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 ADVICE = "pass another checkpoint with --ckpt_path (e.g. an earlier epoch's), or train again without it"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GraphmemError):
     """A checkpoint file that is missing, empty, truncated, corrupted or not a Lightning checkpoint."""
 
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
+from graphmem.errors import GraphmemError
 from graphmem.lit.distributed import gather_rows
-from graphmem.lit.metrics import multitask_roc_auc
+from graphmem.lit.metrics import UndefinedMetricError, multitask_roc_auc
 
 
 def masked_bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
     """Binary cross-entropy averaged over the labelled entries; ``NaN`` targets are missing labels."""
+    if logits.shape != target.shape:
+        # else the mask below fails with an IndexError that names neither the model nor the data
+        raise GraphmemError(f"the model predicts {logits.shape[-1]} tasks but the data has {target.shape[-1]}; "
+                            f"set the model's num_tasks to {target.shape[-1]}")
     labelled = ~torch.isnan(target)
     if not bool(labelled.any()):
         return logits.sum() * 0.0
@@ -41,6 +47,7 @@ class GraphPropertyTask(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
+        self._warned_undefined = False
 
     def forward(self, batch: Batch) -> Tensor:
         return self.model(batch)
@@ -77,7 +84,18 @@ class GraphPropertyTask(L.LightningModule):
         if not self._outputs[stage] or self.trainer.sanity_checking:
             self._outputs[stage] = []
             return
-        mean, per_task = multitask_roc_auc(*self._gathered(stage))
+        y, scores = self._gathered(stage)
+        try:
+            mean, per_task = multitask_roc_auc(y, scores)
+        except UndefinedMetricError:
+            # a few examples (fast_dev_run, a tiny batch) may hold one class only: log the metric as
+            # undefined and go on, rather than end the run (the data module refuses a whole split
+            # of one class when it is set up)
+            if not self._warned_undefined:
+                rank_zero_warn(f"{stage}_roc_auc is undefined (logged as nan): the {len(y)} {stage} "
+                               f"examples hold one class only in every task")
+                self._warned_undefined = True
+            mean, per_task = float("nan"), [float("nan")] * y.shape[1]
         # identical on every rank (computed from the same gathered outputs): no sync needed
         self.log(f"{stage}_roc_auc", mean, prog_bar=True)
         if stage == "test":

@@ -7,12 +7,16 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 
+class UndefinedMetricError(ValueError):
+    """A metric that the examples cannot define (ROC-AUC of labels of one class only)."""
+
+
 def multitask_roc_auc(y_true: Tensor, y_score: Tensor) -> tuple[float, list[float]]:
     """Mean ROC-AUC over tasks, ignoring missing (``NaN``) labels.
 
     As in ``ogb.graphproppred.Evaluator``, a task whose labelled examples are all of one class
     has no ROC-AUC and is left out of the mean (its entry in the per-task list is ``nan``).
-    Raises ``ValueError`` when no task has both classes.
+    Raises :class:`UndefinedMetricError` (a ``ValueError``) when no task has both classes.
     """
     truth, score = y_true.detach().cpu().numpy(), y_score.detach().float().cpu().numpy()
     per_task = []
@@ -25,5 +29,5 @@ def multitask_roc_auc(y_true: Tensor, y_score: Tensor) -> tuple[float, list[floa
         per_task.append(float(roc_auc_score(labels, score[labelled, task])))
     valid = [v for v in per_task if not np.isnan(v)]
     if not valid:
-        raise ValueError("no task has both positive and negative labels; ROC-AUC is undefined")
+        raise UndefinedMetricError("no task has both positive and negative labels; ROC-AUC is undefined")
     return float(np.mean(valid)), per_task

@@ -20,9 +20,26 @@ from pathlib import Path
 import torch
 
 from graphmem.data.algorithmic import AlgorithmicDataModule
+from graphmem.errors import GraphmemError
 from graphmem.plot.curves import plot_curves
 from graphmem.plot.molecule import plot_molecule_attention
 from graphmem.plot.ntm import ntm_copy_run, ntm_task_run
+from graphmem.recipe import load_recipe
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a length or count of 0 draws nothing)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _png(text: str) -> str:
+    """An argparse type: a ``.png`` file name (the pictures are PNG bytes, whatever the name says)."""
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text!r}: graphmem plot writes PNG images; name the file .png")
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,29 +51,27 @@ def _parser() -> argparse.ArgumentParser:
         kind.add_argument("--config", required=True, help="the recipe the model was trained with")
         kind.add_argument("--ckpt_path",
                           help="trained weights (a Lightning checkpoint); fresh weights without")
-        kind.add_argument("--out", required=True, help="PNG file to write")
+        kind.add_argument("--out", required=True, type=_png, help="PNG file to write")
         if name == "molecule":
             kind.add_argument("--smiles", required=True)
             kind.add_argument("--layer", type=int, default=-1, help="which GAT layer (default: the last)")
             kind.add_argument("--relative", action="store_true",
                               help="shade by attention above or below what uniform attention would give")
         else:
-            kind.add_argument("--length", type=int, default=10, help="sequence length (copy, repeat copy)")
-            kind.add_argument("--repeats", type=int, default=3, help="repeat count (repeat copy)")
-            kind.add_argument("--items", type=int, default=6, help="number of items (associative recall)")
+            kind.add_argument("--length", type=_positive, default=10, help="sequence length (copy, repeat copy)")
+            kind.add_argument("--repeats", type=_positive, default=3, help="repeat count (repeat copy)")
+            kind.add_argument("--items", type=_positive, default=6, help="number of items (associative recall)")
             kind.add_argument("--seed", type=int, default=0)
     curves = kinds.add_parser("curves", help="training curves from a run's metrics.csv (no model needed)")
     curves.add_argument("--log", required=True, help="the metrics.csv of a run (CSV logger)")
     curves.add_argument("--metrics", nargs="+", help="metrics to draw (default: all logged in 2+ epochs)")
     curves.add_argument("--x", choices=("epoch", "step"), default="epoch", help="horizontal axis")
-    curves.add_argument("--out", required=True, help="PNG file to write")
+    curves.add_argument("--out", required=True, type=_png, help="PNG file to write")
     return parser
 
 
 def load_model(config: str, ckpt_path: str | None, overrides: list[str]) -> torch.nn.Module:
     """The network inside a recipe's LightningModule, with the checkpoint's weights when given."""
-    from graphmem.cli import load_recipe  # the CLI imports this module lazily: no cycle at import time
-
     return load_recipe(config, ckpt_path, overrides).model.model
 
 
@@ -68,20 +83,22 @@ def plot_main(args: list[str]) -> Path:
         path = plot_curves(options.log, options.out, options.metrics, options.x)
         print(f"wrote {path}")
         return path
-    from graphmem.cli import load_recipe
-
     recipe = load_recipe(options.config, options.ckpt_path, overrides)
     model, datamodule = recipe.model.model, recipe.datamodule
     if options.kind == "molecule":
         if not hasattr(model, "node_states"):
-            raise ValueError(f"{options.config} does not build a molecule GAT "
-                             f"(its model is {type(model).__name__})")
+            raise GraphmemError(f"{options.config} does not build a molecule GAT "
+                                f"(its model is {type(model).__name__})")
+        layers = len(model.convs)
+        if not -layers <= options.layer < layers:
+            raise GraphmemError(f"--layer {options.layer}: the model has {layers} GAT layers (0..{layers - 1}, "
+                                f"or -1 for the last)")
         path = plot_molecule_attention(model, options.smiles, options.out, layer=options.layer,
                                        relative=options.relative)
     else:
         if not hasattr(model, "cell"):
-            raise ValueError(f"{options.config} does not build an NTM (its model is "
-                             f"{type(model).__name__})")
+            raise GraphmemError(f"{options.config} does not build an NTM (its model is "
+                                f"{type(model).__name__})")
         if isinstance(datamodule, AlgorithmicDataModule):
             spec = datamodule.spec
             size = {"copy": options.length, "repeat_copy": (options.length, options.repeats),

@@ -11,6 +11,9 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from graphmem.data.download import DataFileError
+from graphmem.errors import GraphmemError
+
 AXES = ("epoch", "step")
 
 
@@ -19,13 +22,16 @@ def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
     column per metric that is empty where the call did not log it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no metrics file {path}; the CSV logger writes "
-                                f"runs/<recipe>/lightning_logs/version_N/metrics.csv")
-    table = pd.read_csv(path)
+        raise DataFileError(f"no metrics file {path}; the CSV logger writes "
+                            f"runs/<recipe>/lightning_logs/version_N/metrics.csv")
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError as error:
+        raise GraphmemError(f"{path} is empty: the run logged nothing yet") from error
     missing = [axis for axis in AXES if axis not in table.columns]
     if missing:
-        raise ValueError(f"{path} is not a Lightning metrics.csv: it has no {missing} column "
-                         f"(columns: {list(table.columns)})")
+        raise GraphmemError(f"{path} is not a Lightning metrics.csv: it has no {missing} column "
+                            f"(columns: {list(table.columns)})")
     return table
 
 
@@ -42,12 +48,12 @@ def metric_curve(table: pd.DataFrame, metric: str, x: str = "epoch") -> tuple[np
     several times (a per-step ``train_loss``) are averaged into one point.
     """
     if x not in AXES:
-        raise ValueError(f"x must be one of {AXES}, got {x!r}")
+        raise GraphmemError(f"x must be one of {AXES}, got {x!r}")
     if metric not in table.columns or metric in AXES:
-        raise ValueError(f"no metric {metric!r} in the log; it has {[c for c in table.columns if c not in AXES]}")
+        raise GraphmemError(f"no metric {metric!r} in the log; it has {[c for c in table.columns if c not in AXES]}")
     rows = table[[x, metric]].dropna()
     if rows.empty:
-        raise ValueError(f"metric {metric!r} has no logged value")
+        raise GraphmemError(f"metric {metric!r} has no logged value")
     if x == "epoch":
         rows = rows.groupby("epoch", as_index=False)[metric].mean()
     return rows[x].to_numpy(), rows[metric].to_numpy()
@@ -57,7 +63,7 @@ def curves_figure(table: pd.DataFrame, metrics: Sequence[str] | None = None, x: 
     """One panel per metric (default: :func:`curve_metrics`), each the metric against ``x``."""
     metrics = list(metrics) if metrics else curve_metrics(table)
     if not metrics:
-        raise ValueError("the log has no metric logged in two or more epochs; name the metrics to plot")
+        raise GraphmemError("the log has no metric logged in two or more epochs; name the metrics to plot")
     curves = [metric_curve(table, name, x) for name in metrics]  # every name checked before drawing
     columns = min(len(metrics), 3)
     rows = -(-len(metrics) // columns)

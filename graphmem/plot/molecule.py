@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 
 from graphmem.data.molecule import SmilesError, smiles_to_graph
+from graphmem.errors import GraphmemError
 
 
 def atom_attention(model: nn.Module, smiles: str, layer: int = -1, relative: bool = False) -> Tensor:
@@ -66,9 +67,9 @@ def draw_molecule_attention(smiles: str, weights: Sequence[float] | Tensor, path
         raise SmilesError(f"RDKit cannot parse SMILES {smiles!r}")
     values = torch.as_tensor(weights, dtype=torch.float64).flatten()
     if values.numel() != mol.GetNumAtoms():
-        raise ValueError(f"got {values.numel()} weights for the {mol.GetNumAtoms()} atoms of {smiles!r}")
+        raise GraphmemError(f"got {values.numel()} weights for the {mol.GetNumAtoms()} atoms of {smiles!r}")
     if not bool(torch.isfinite(values).all()):
-        raise ValueError("atom weights must be finite")
+        raise GraphmemError("atom weights must be finite")
     top = float(values.abs().max()) or 1.0
     signed = bool((values < 0).any())
     cmap = colormaps[colormap or ("RdBu_r" if signed else "Reds")]

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from graphmem.data.algorithmic import Size, TaskSpec
 from graphmem.memory import NTMHistory
+from graphmem.errors import GraphmemError
 
 
 def accessed_rows(*weightings: Tensor, threshold: float = 0.01, margin: int = 2) -> Tensor:
@@ -51,8 +52,8 @@ def plot_ntm_run(inputs: Tensor, targets: Tensor, outputs: Tensor, history: NTMH
             their real indices.
     """
     if history.write_weights.size(2) <= head or history.read_weights.size(2) <= head:
-        raise ValueError(f"head {head} does not exist: the run has {history.read_weights.size(2)} read and "
-                         f"{history.write_weights.size(2)} write heads")
+        raise GraphmemError(f"head {head} does not exist: the run has {history.read_weights.size(2)} read and "
+                            f"{history.write_weights.size(2)} write heads")
     writes = history.write_weights[:, example, head].detach().float().cpu()
     reads = history.read_weights[:, example, head].detach().float().cpu()
     rows = accessed_rows(writes, reads) if crop else torch.arange(reads.size(1))

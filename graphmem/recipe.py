@@ -1,0 +1,210 @@
+"""Recipes and the Lightning CLI class that builds them: shared by ``graphmem`` (fit, test,
+predict), ``graphmem plot`` and ``graphmem predict --smiles``, which all import it from here
+(and not from each other).
+
+A checkpoint written by a graphmem run records which data it was trained on (see
+:class:`graphmem.lit.DataIdentity`); a recipe whose data differs is refused before anything
+runs, so that a BBBP model is never scored or used under the HIV recipe's column names.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
+from graphmem.errors import GraphmemError
+from graphmem.lit.callbacks import DATA_KEY, data_identity
+from graphmem.lit.checkpoint import check_checkpoint
+from graphmem.recipe_index import RECIPES_DIR, recipe_summaries  # noqa: F401 (part of this module's API)
+
+RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
+# subcommands that score a model: without a checkpoint they would score random weights
+SCORING_SUBCOMMANDS = ("test", "validate")
+
+
+def tensorboard_available() -> bool:
+    """Whether Lightning's TensorBoardLogger can write (it needs tensorboard or tensorboardX)."""
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
+def checkpoint_data(ckpt_path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """What data the checkpoint's model was trained on, as :class:`graphmem.lit.DataIdentity`
+    stored it; ``None`` for no checkpoint, a Lightning keyword, or an older checkpoint."""
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        return None
+    try:
+        return torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True).get(DATA_KEY)
+    except pickle.UnpicklingError:  # holds objects beyond tensors: not written by graphmem's callbacks
+        return None
+
+
+def check_data_matches(ckpt_path: str | os.PathLike | None, datamodule: LightningDataModule, config: str) -> None:
+    """Raises :class:`GraphmemError` naming both data sets when the checkpoint was trained on
+    other data than the recipe ``config`` loads with ``datamodule``."""
+    trained = checkpoint_data(ckpt_path)
+    if trained is None:
+        return
+    recipe = data_identity(datamodule)
+    trained = {key: trained.get(key) for key in recipe}  # a molecule checkpoint also holds task names
+    if trained != recipe:
+        def describe(identity: Mapping[str, Any]) -> str:
+            return ", ".join(f"{key} {value}" for key, value in identity.items())
+
+        raise GraphmemError(f"checkpoint {ckpt_path} was trained on {describe(trained)} but {config} "
+                            f"loads {describe(recipe)}; use the recipe the checkpoint was trained with")
+
+
+def _newest_checkpoint(folder: Path) -> Path | None:
+    checkpoints = sorted(folder.rglob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+    return checkpoints[-1] if checkpoints else None
+
+
+class GraphmemCLI(LightningCLI):
+    """LightningCLI plus ``--test_after_fit`` (test the best checkpoint when ``fit`` ends), a
+    check of ``--ckpt_path`` before Lightning reads it, and TensorBoard logs beside the recipe's
+    CSV logs whenever TensorBoard is installed.
+
+    It also refuses what would give a wrong answer or lose a file: ``test`` without a
+    checkpoint, a checkpoint of other data than the recipe's, and a run forced into the log
+    folder of another run. ``fit --ckpt_path last`` resumes the newest checkpoint of the
+    recipe's runs, logging on into that run's folder.
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after fit, run test on the best checkpoint (or the last weights)")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads the checkpoint's hyperparameters right after parsing: check it first
+        self.resumed_log: tuple[Path, pd.DataFrame | None] | None = None
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        if subcommand in SCORING_SUBCOMMANDS and config.get("ckpt_path") is None:
+            raise GraphmemError(f"graphmem {subcommand} scores a trained model: pass its checkpoint with "
+                                f"--ckpt_path (a .ckpt file of a run, e.g. under "
+                                f"{config.trainer.default_root_dir or '.'}/lightning_logs)")
+        if subcommand == "fit" and config.get("ckpt_path") == "last":
+            self._resolve_last(config)
+        check_checkpoint(config.get("ckpt_path"))
+
+    def _resolve_last(self, config) -> None:
+        """Turns ``--ckpt_path last`` into the newest checkpoint of the recipe's runs (Lightning
+        only knows the checkpoints of the current run, which has none yet), and points the logger
+        at that run's version folder so that the resumed run's log continues the earlier one."""
+        logger = config.trainer.logger
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and init_args.get("save_dir"):
+            folder = Path(init_args.save_dir) / (init_args.get("name") or "lightning_logs")
+        else:
+            folder = Path(config.trainer.default_root_dir or ".")
+        checkpoint = _newest_checkpoint(folder) if folder.is_dir() else None
+        if checkpoint is None:
+            raise GraphmemError(f"--ckpt_path last: there is no checkpoint under {folder} to resume; "
+                                f"train without --ckpt_path first, or pass a checkpoint file")
+        config.ckpt_path = str(checkpoint)
+        run = checkpoint.parent.parent
+        if init_args is None or checkpoint.parent.name != "checkpoints" or not run.name.startswith("version_"):
+            return
+        init_args.version = run.name
+        # CSVLogger deletes an existing metrics.csv: keep the epochs the checkpoint holds, and put
+        # them back in front of the resumed epochs when fit ends (see after_fit)
+        metrics = run / "metrics.csv"
+        earlier = None
+        if metrics.is_file():
+            epoch = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=True)["epoch"]
+            earlier = pd.read_csv(metrics)
+            earlier = earlier[earlier["epoch"] <= epoch] if "epoch" in earlier else earlier
+        self.resumed_log = (run, earlier)
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        csv = next((logger for logger in trainer.loggers if isinstance(logger, CSVLogger)), None)
+        if csv is not None and tensorboard_available() and not any(
+                isinstance(logger, TensorBoardLogger) for logger in trainer.loggers):
+            # same folder and version, so one run's CSV and TensorBoard files sit together
+            trainer.loggers = [*trainer.loggers, TensorBoardLogger(csv.save_dir, name=csv.name, version=csv.version)]
+        return trainer
+
+    def _check_data(self) -> None:
+        configs = self.config[self.subcommand].get("config") or ["the recipe"]
+        check_data_matches(self.config[self.subcommand].get("ckpt_path"), self.datamodule, str(configs[0]))
+
+    def before_fit(self) -> None:
+        self._check_data()
+        log_dir = Path(self.trainer.log_dir) if self.trainer.logger is not None else None
+        resumed = self.resumed_log[0] if self.resumed_log else None
+        if log_dir is not None and log_dir != resumed and any(
+                (log_dir / name).exists() for name in ("config.yaml", "metrics.csv")):
+            # Lightning would delete that run's metrics.csv and graphmem's config saving overwrites
+            raise GraphmemError(f"{log_dir} already holds another run (config.yaml or metrics.csv); choose a "
+                                f"new --trainer.logger.init_args.version, or resume it with --ckpt_path last")
+
+    def before_test(self) -> None:
+        self._check_data()
+
+    def before_validate(self) -> None:
+        self._check_data()
+
+    def before_predict(self) -> None:
+        self._check_data()
+        if not is_overridden("predict_dataloader", self.datamodule, LightningDataModule):
+            raise GraphmemError(f"{type(self.datamodule).__name__} has no prediction data of its own; for "
+                                f"molecules, pass them with --smiles or --smiles_file (and --out)")
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit"):
+            callback = self.trainer.checkpoint_callback
+            ckpt = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        if self.resumed_log and self.resumed_log[1] is not None:
+            metrics = self.resumed_log[0] / "metrics.csv"
+            resumed = pd.read_csv(metrics) if metrics.is_file() else None
+            pd.concat([self.resumed_log[1], resumed]).to_csv(metrics, index=False)
+
+
+def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[str] = ()) -> GraphmemCLI:
+    """The trainer, model and datamodule that a recipe builds, without running anything; the
+    model holds the checkpoint's weights when ``ckpt_path`` is given. Logging and config saving
+    are off.
+
+    ``config`` may also be the ``config.yaml`` that ``graphmem fit`` saves beside a run;
+    ``overrides`` are command-line overrides as in ``graphmem fit``. A checkpoint trained on
+    other data than the recipe's is refused (:class:`GraphmemError`).
+    """
+    check_checkpoint(ckpt_path)
+    path = Path(config)
+    if not path.is_file():
+        raise GraphmemError(f"recipe {config} does not exist; `graphmem recipes` lists the recipes")
+    # a run's saved config.yaml also holds the arguments of the fit call itself (ckpt_path,
+    # verbose, ...): keep what builds the model, data and trainer
+    recipe = {key: value for key, value in yaml.safe_load(path.read_text()).items() if key in RECIPE_KEYS}
+    cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                      args=["--config", yaml.safe_dump(recipe), "--trainer.logger", "false", *overrides],
+                      run=False, save_config_callback=None)  # a loaded recipe writes nothing beside its runs
+    if ckpt_path:
+        check_data_matches(ckpt_path, cli.datamodule, config)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
+        try:
+            cli.model.load_state_dict(state)
+        except RuntimeError as error:  # torch lists every mismatched tensor: keep the first lines
+            detail = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+            raise GraphmemError(f"checkpoint {ckpt_path} does not fit the model that {config} builds "
+                                f"({detail}); "
+                                f"use the config saved with the run (config.yaml beside lightning_logs) or pass "
+                                f"the overrides it was trained with after --") from error
+    return cli
