@@ -255,3 +255,19 @@ def test_missing_target_features_and_wrong_width_are_refused():
         conv((torch.randn(6, 5), None), torch.tensor([[0], [0]]))
     with pytest.raises(ValueError, match="GATv2Conv"):
         GATv2Conv(5, 4)(torch.randn(6, 7), torch.tensor([[0], [1]]))
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_sparse_adj_t_matches_pyg(layout):
+    from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
+
+    x, edge_index, _ = _graph()
+    edge_index = torch.unique(edge_index, dim=1)  # a sparse tensor holds each edge once
+    build = to_torch_coo_tensor if layout == "coo" else to_torch_csr_tensor
+    adj_t = build(edge_index.flip(0), size=(6, 6))
+    ours, ref = _pair(5, 4, heads=2)
+    out_o, (adj_o, _) = ours(x, adj_t, return_attention_weights=True)
+    out_r, (adj_r, _) = ref(x, adj_t, return_attention_weights=True)
+    torch.testing.assert_close(out_o, out_r, atol=ATOL, rtol=RTOL)
+    assert adj_o.layout == adj_r.layout
+    torch.testing.assert_close(adj_o.to_dense(), adj_r.to_dense(), atol=ATOL, rtol=RTOL)
