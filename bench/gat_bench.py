@@ -1,5 +1,6 @@
 """GATConv forward + backward: torch_geometric.nn.GATConv against graphmem.nn.GATConv (or,
-with ``--layer transformer``, TransformerConv against graphmem.nn.GraphTransformerConv).
+with ``--layer transformer``, TransformerConv against graphmem.nn.GraphTransformerConv; with
+``--layer gatv2``, GATv2Conv against graphmem.nn.GATv2Conv).
 
 Both layers get the same weights (``load_state_dict``), the same random graph and the same
 loss, ``sum(out * c)``. Time is the median (and the minimum, the run least disturbed by other
@@ -13,6 +14,7 @@ the step; CUDA: ``torch.cuda.max_memory_allocated`` above what was allocated bef
     python bench/gat_bench.py --sizes cora 1m --repeats 9 --threads 1
     python bench/gat_bench.py --device cuda
     python bench/gat_bench.py --layer transformer
+    python bench/gat_bench.py --layer gatv2
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch_geometric
 import torch_geometric.nn as pygnn
 from benchutil import describe, run_child, status_mb
 
-from graphmem.nn import GATConv, GraphTransformerConv
+from graphmem.nn import GATConv, GATv2Conv, GraphTransformerConv
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ CONFIGS = {
 }
 IMPLS = ("pyg", "graphmem")
 # --layer: (PyG's layer, graphmem's), built with the same arguments.
-LAYERS = {"gat": (pygnn.GATConv, GATConv), "transformer": (pygnn.TransformerConv, GraphTransformerConv)}
+LAYERS = {"gat": (pygnn.GATConv, GATConv), "transformer": (pygnn.TransformerConv, GraphTransformerConv),
+          "gatv2": (pygnn.GATv2Conv, GATv2Conv)}
 
 
 def build(config: Config, device: str, layer: str = "gat", seed: int = 0):
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--layer", choices=list(LAYERS), default="gat",
-                        help="gat: GATConv; transformer: TransformerConv vs GraphTransformerConv")
+                        help="gat: GATConv; transformer: TransformerConv vs GraphTransformerConv; gatv2: GATv2Conv")
     parser.add_argument("--repeats", type=int, default=7, help="least timed runs per layer (median reported)")
     parser.add_argument("--min-time", type=float, default=3.0,
                         help="keep repeating until this many seconds have passed per graph")

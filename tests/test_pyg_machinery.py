@@ -1,4 +1,4 @@
-"""GATConv and GraphTransformerConv inside PyG's machinery, against PyG's own layers.
+"""GATConv, GATv2Conv and GraphTransformerConv inside PyG's machinery, against PyG's own layers.
 
 Each test builds PyG's layer (or model), copies its weights into graphmem's and checks that
 to_hetero, HeteroConv, explainers, edge masks, hooks, get_num_hops, sparse ``adj_t`` and
@@ -18,11 +18,12 @@ from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from torch_geometric.nn import HeteroConv, MessagePassing, to_hetero
 from torch_geometric.utils import get_num_hops
 
-from graphmem.nn import GATConv, GraphTransformerConv
+from graphmem.nn import GATConv, GATv2Conv, GraphTransformerConv
 
 ATOL = RTOL = 1e-5
 # (ours, PyG's) per layer; keyword arguments valid for both.
-LAYERS = {"gat": (GATConv, pygnn.GATConv), "transformer": (GraphTransformerConv, pygnn.TransformerConv)}
+LAYERS = {"gat": (GATConv, pygnn.GATConv), "transformer": (GraphTransformerConv, pygnn.TransformerConv),
+          "gatv2": (GATv2Conv, pygnn.GATv2Conv)}
 
 
 @pytest.fixture(autouse=True)
@@ -142,7 +143,7 @@ def test_hooks_see_messages_and_keep_the_result(kind):
         ours.register_aggregate_forward_pre_hook(record("aggregate")),
     ]
     torch.testing.assert_close(ours(x, edge_index), expected, atol=ATOL, rtol=RTOL)
-    num_edges = edge_index.size(1) + (6 - 1 if kind == "gat" else 0)  # GAT: one self-loop per node
+    num_edges = edge_index.size(1) + (6 - 1 if kind != "transformer" else 0)  # GAT(v2): self-loops
     assert seen == {"message": (num_edges, 2, 4), "propagate": (6, 2, 4), "aggregate": True}
     for handle in handles:
         handle.remove()
@@ -221,7 +222,8 @@ def _hetero_data():
 class _Homo(torch.nn.Module):
     def __init__(self, layer: type) -> None:
         super().__init__()
-        kwargs = {"add_self_loops": False} if layer in (GATConv, pygnn.GATConv) else {}
+        kwargs = ({"add_self_loops": False}
+                  if layer in (GATConv, pygnn.GATConv, GATv2Conv, pygnn.GATv2Conv) else {})
         self.conv1 = layer((-1, -1), 4, heads=2, **kwargs)
         self.conv2 = layer((-1, -1), 3, **kwargs)
 
@@ -251,7 +253,7 @@ def test_to_hetero_matches_pyg(kind):
 def test_hetero_conv_matches_pyg(kind):
     x_dict, edge_index_dict = _hetero_data()
     ours_cls, ref_cls = LAYERS[kind]
-    kwargs = {"add_self_loops": False} if kind == "gat" else {}
+    kwargs = {"add_self_loops": False} if kind != "transformer" else {}
     ref = HeteroConv({et: ref_cls((-1, -1), 4, heads=2, **kwargs) for et in edge_index_dict})
     ours = HeteroConv({et: ours_cls((-1, -1), 4, heads=2, **kwargs) for et in edge_index_dict})
     ref(x_dict, edge_index_dict)

@@ -20,6 +20,7 @@ from graphmem.attention.score import (
     cosine_score,
     decomposed_additive_score,
     dot_score,
+    gatv2_score,
     scaled_dot_score,
 )
 from graphmem.attention.scorers import (
@@ -54,6 +55,7 @@ __all__ = [
     "decomposed_additive_score",
     "dense_read",
     "dot_score",
+    "gatv2_score",
     "gumbel_softmax",
     "hard_softmax",
     "make_score",

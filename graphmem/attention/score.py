@@ -12,6 +12,7 @@ Every score function serves both layouts through one signature:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -90,6 +91,7 @@ def additive_score(
     weight: Tensor,
     edge_index: Tensor | None = None,
     activation: Callable[[Tensor], Tensor] = torch.tanh,
+    bias: Tensor | None = None,
 ) -> Tensor:
     r"""Additive score :math:`s(k, q) = v^\top \tanh(k + q)` (Bahdanau et al. 2015).
 
@@ -97,13 +99,43 @@ def additive_score(
     ``D``; ``weight`` is :math:`v`, shape ``(..., D)`` broadcasting against the shared
     dimensions. The dense layout builds an ``(..., L_q, L_k, D)`` tensor; when the
     activation comes after the sum of per-node terms (GAT), use
-    :func:`decomposed_additive_score`, which never does.
+    :func:`decomposed_additive_score`, which never does. ``bias`` is an optional per-pair
+    term added before the activation: ``(..., L_q, L_k, D)`` dense, ``(E, *, D)`` sparse.
     """
     if edge_index is None:
         hidden = query.unsqueeze(-2) + key.unsqueeze(-3)
+        if bias is not None:
+            hidden = hidden + bias
         return (activation(hidden) * weight.unsqueeze(-2)).sum(-1)
-    hidden = query[edge_index[1]] + key[edge_index[0]]
+    hidden = query.index_select(0, edge_index[1]) + key.index_select(0, edge_index[0])
+    if bias is not None:
+        hidden = hidden + bias
     return (activation(hidden) * weight).sum(-1)
+
+
+def gatv2_score(
+    query: Tensor,
+    key: Tensor,
+    att: Tensor,
+    edge_index: Tensor | None = None,
+    bias: Tensor | None = None,
+    negative_slope: float = 0.2,
+) -> Tensor:
+    r"""GATv2's score (Brody et al. 2022), the additive score with LeakyReLU inside:
+
+    .. math::
+        s(k_j, q_i) = a^\top \mathrm{LeakyReLU}\big(q_i + k_j + b_{ij}\big),
+
+    with :math:`q_i = W_t x_i`, :math:`k_j = W_s x_j` and :math:`b_{ij} = W_e e_{ij}` already
+    projected. Unlike GAT's :func:`decomposed_additive_score`, the nonlinearity sits between
+    the sum and :math:`a`, so the score does not split into per-node terms: it builds one
+    ``(E, *, D)`` hidden vector per edge (``(..., L_q, L_k, D)`` dense). Sparse: ``query``
+    ``(N_q, H, D)``, ``key`` ``(N_k, H, D)``, ``att`` ``(1, H, D)`` or ``(H, D)``, ``bias``
+    ``(E, H, D)``; logits ``(E, H)``.
+    """
+    return additive_score(query, key, att, edge_index,
+                          activation=functools.partial(F.leaky_relu, negative_slope=negative_slope),
+                          bias=bias)
 
 
 def decomposed_additive_score(

@@ -5,6 +5,7 @@ from graphmem.nn.capsule_pooling import CapsulePooling
 from graphmem.nn.evolving import EvolvingAttention
 from graphmem.nn.gat_conv import GATConv
 from graphmem.nn.gat_stack import GATStack
+from graphmem.nn.gatv2_conv import GATv2Conv
 from graphmem.nn.graph_transformer_conv import GraphTransformerConv
 from graphmem.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_update
 from graphmem.nn.multihead_attention import MultiheadAttention
@@ -19,6 +20,7 @@ __all__ = [
     "EvolvingAttention",
     "GATConv",
     "GATStack",
+    "GATv2Conv",
     "GraphTransformerConv",
     "Hopfield",
     "HopfieldLayer",

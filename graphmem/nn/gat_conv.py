@@ -30,7 +30,60 @@ from graphmem.nn.attention_message_passing import (
 PairTensor = tuple[Tensor, Tensor | None]
 
 
-class GATConv(AttentionMessagePassing):
+class GATFamily(AttentionMessagePassing):
+    """The steps GATConv and GATv2Conv share: input checks, self-loops, the edge-feature
+    projection ``(E', H, C)`` and the output (heads combined, residual, bias, weights).
+
+    Subclasses set ``heads``, ``out_channels``, ``concat``, ``add_self_loops``, ``fill_value``,
+    ``lin_edge`` and ``bias``.
+    """
+
+    def _check(self, x: Tensor | PairTensor, edge_index: Tensor, edge_attr: Tensor | None,
+               size: tuple[int, int] | None) -> None:
+        x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
+        checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
+        if x_dst is not None and x_dst is not x_src:
+            checks.check_features(x_dst, "x[1] (target features)")
+        self._check_widths(x)
+        num_src, num_dst = self._sizes(x_src, x_dst, size)
+        checks.check_edge_index(edge_index, num_src, num_dst)
+        if edge_attr is not None:
+            checks.check_edge_attr(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr,
+                                   edge_index.size(1))
+
+    @staticmethod
+    def _sizes(x_src: Tensor, x_dst: Tensor | None, size: tuple[int, int] | None) -> tuple[int, int]:
+        if size is not None:
+            return size[0], size[1]
+        return x_src.size(0), (x_dst if x_dst is not None else x_src).size(0)
+
+    def _with_self_loops(self, edge_index: Tensor, edge_attr: Tensor | None, num_src: int,
+                         num_dst: int) -> tuple[Tensor, Tensor | None]:
+        """PyG's self-loops: existing ones replaced by one per node, ``fill_value`` features."""
+        if not self.add_self_loops:
+            return edge_index, edge_attr
+        edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
+        return add_loops(edge_index, edge_attr, fill_value=self.fill_value,
+                         num_nodes=min(num_src, num_dst))
+
+    def _edge_features(self, edge_attr: Tensor | None) -> Tensor | None:
+        """The projected edge features ``(E', H, C)``, or ``None`` without them."""
+        if edge_attr is None or self.lin_edge is None:
+            return None
+        edge_h = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr)
+        return edge_h.view(-1, self.heads, self.out_channels)
+
+    def _output(self, read: Tensor, res: Tensor | None) -> Tensor:
+        """Heads of the read ``(N_t, H, C)`` combined, plus residual and bias."""
+        out = combine_heads(read, self.concat)
+        if res is not None:
+            out = out + res
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+class GATConv(GATFamily):
     r"""The graph attentional operator of `Graph Attention Networks
     <https://arxiv.org/abs/1710.10903>`_, a drop-in replacement for
     :class:`torch_geometric.nn.GATConv`.
@@ -185,25 +238,6 @@ class GATConv(AttentionMessagePassing):
             h_dst = lin_dst(x_dst).view(-1, H, C) if x_dst is not None else None
         return h_src, h_dst, res
 
-    def _check(self, x: Tensor | PairTensor, edge_index: Tensor, edge_attr: Tensor | None,
-               size: tuple[int, int] | None) -> None:
-        x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
-        checks.check_features(x_src, "x" if isinstance(x, Tensor) else "x[0] (source features)")
-        if x_dst is not None and x_dst is not x_src:
-            checks.check_features(x_dst, "x[1] (target features)")
-        self._check_widths(x)
-        num_src, num_dst = self._sizes(x_src, x_dst, size)
-        checks.check_edge_index(edge_index, num_src, num_dst)
-        if edge_attr is not None:
-            checks.check_edge_attr(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr,
-                                   edge_index.size(1))
-
-    @staticmethod
-    def _sizes(x_src: Tensor, x_dst: Tensor | None, size: tuple[int, int] | None) -> tuple[int, int]:
-        if size is not None:
-            return size[0], size[1]
-        return x_src.size(0), (x_dst if x_dst is not None else x_src).size(0)
-
     def forward(
         self,
         x: Tensor | PairTensor,
@@ -226,19 +260,12 @@ class GATConv(AttentionMessagePassing):
         edge_index, size = edge_index_of(adj, size)
         if checks.enabled():
             self._check(x, edge_index, edge_attr, size)
-        H, C = self.heads, self.out_channels
         h_src, h_dst, res = self._project(x)
         num_src, num_dst = self._sizes(h_src, h_dst, size)
 
-        if self.add_self_loops:
-            edge_index, edge_attr = remove_self_loops(edge_index, edge_attr)
-            edge_index, edge_attr = add_loops(edge_index, edge_attr, fill_value=self.fill_value,
-                                              num_nodes=min(num_src, num_dst))
-
-        edge_logit = None
-        if edge_attr is not None and self.lin_edge is not None:
-            edge_h = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr)
-            edge_logit = (edge_h.view(-1, H, C) * self.att_edge).sum(-1)
+        edge_index, edge_attr = self._with_self_loops(edge_index, edge_attr, num_src, num_dst)
+        edge_h = self._edge_features(edge_attr)
+        edge_logit = None if edge_h is None else (edge_h * self.att_edge).sum(-1)
 
         if self.scorer is None:
             logits = decomposed_additive_score(h_dst, h_src, self.att_dst, self.att_src, edge_index,
@@ -254,11 +281,7 @@ class GATConv(AttentionMessagePassing):
             logits = logits_transform(logits)
         alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
         alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = combine_heads(self._read(alpha, h_src, edge_index, num_dst), self.concat)
-        if res is not None:
-            out = out + res
-        if self.bias is not None:
-            out = out + self.bias
+        out = self._output(self._read(alpha, h_src, edge_index, num_dst), res)
         if return_attention_weights:
             weights = (attention_adj(adj, edge_index, alpha, (num_src, num_dst)), alpha)
         if return_attention_logits:
