@@ -640,3 +640,12 @@ def test_ntm_checks_the_whole_input_once(monkeypatch, _checks_on):
     monkeypatch.setattr(checks, "check_features", lambda *a, **k: (calls.append(a[0].shape), original(*a, **k)))
     NTM(3, 2, **SMALL)(torch.randn(6, 2, 3))
     assert calls == [torch.Size([6, 2, 3])]  # not once more per step inside the cell
+
+
+@pytest.mark.slow
+def test_input_checks_cause_no_graph_break_in_the_compiled_step(_checks_on):
+    import torch._dynamo
+
+    model = NTM(3, 2, **SMALL)
+    explanation = torch._dynamo.explain(model.cell)(torch.randn(2, 3), model.cell.initial_state(2))
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
