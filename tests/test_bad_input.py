@@ -253,3 +253,35 @@ def test_fully_labelled_set_reports_no_missing_labels(tmp_path):
     molecules = load_moleculenet("tox21", tmp_path)
     assert molecules.missing_labels == (0, 120, 0)
     assert "missing" not in molecules.summary()
+
+
+# --- HopfieldPooling of empty sets ---------------------------------------------------------------
+
+
+def test_hopfield_pooling_of_an_empty_set_is_refused():
+    from graphmem.errors import GraphmemError
+    from graphmem.nn.hopfield import HopfieldPooling
+
+    pool = HopfieldPooling(4, num_queries=2)
+    for x in (torch.randn(0, 4), torch.randn(3, 0, 4)):
+        with pytest.raises(GraphmemError, match="HopfieldPooling got an empty set"):
+            pool(x)
+
+
+def test_hopfield_pooling_empty_graphs_pool_to_zeros_like_pyg():
+    from graphmem.nn.hopfield import HopfieldPooling
+
+    pool = HopfieldPooling(4, num_heads=2, num_queries=3)
+    x, batch = torch.randn(3, 4), torch.tensor([0, 0, 2])
+    out, weights = pool(x, batch, size=4, return_attention_weights=True)
+    reference = pygnn.global_mean_pool(x, batch, size=4)
+    assert out.shape == (4, 12) and torch.isfinite(out).all()
+    for graph in (1, 3):  # no nodes: zeros, as in PyG's global pools
+        assert (reference[graph] == 0).all() and (out[graph] == 0).all() and (weights[graph] == 0).all()
+    # a batch of empty graphs only, and padded sets whose masks are all False
+    out, weights = pool(torch.randn(0, 4), torch.zeros(0, dtype=torch.long), size=2, return_attention_weights=True)
+    assert out.shape == (2, 12) and (out == 0).all() and weights.shape == (2, 2, 3, 0)
+    mask = torch.tensor([[True, False], [False, False]])
+    out = pool(torch.randn(2, 2, 4), mask=mask)
+    assert (out[1] == 0).all() and (out[0] != 0).any()
+    assert (pool(torch.randn(2, 0, 4), mask=torch.zeros(2, 0, dtype=torch.bool)) == 0).all()

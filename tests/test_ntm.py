@@ -568,3 +568,84 @@ def test_invalid_arguments(kwargs):
         NTMCell(3, 2, **SMALL, **kwargs)
     with pytest.raises(ValueError):
         NTM(3, 2, **SMALL, **kwargs)
+
+
+# --- bad input: the user's numbers, NaN/Inf, empty ---------------------------------------------
+
+
+@pytest.fixture
+def _checks_on():
+    from graphmem import checks
+
+    previous = checks._enabled
+    checks.set_enabled(True)
+    yield
+    checks.set_enabled(previous)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_ntm_wrong_width_names_the_users_numbers(batch_first):
+    from graphmem.errors import GraphmemError
+
+    model = NTM(9, 2, batch_first=batch_first, **SMALL)
+    with pytest.raises(GraphmemError, match=r"NTM input has 7 features per step but the NTM was built for input_size=9"):
+        model(torch.randn(4, 3, 7))
+    with pytest.raises(GraphmemError, match=r"NTMCell input has 7 features per step .*input_size=9"):
+        model.cell(torch.randn(3, 7))
+
+
+def test_ntm_wrong_rank():
+    from graphmem.errors import GraphmemError
+
+    model = NTM(3, 2, **SMALL)
+    with pytest.raises(GraphmemError, match=r"NTM input must have 3 dimensions \(T, B, input_size\), got shape \(4, 3\)"):
+        model(torch.randn(4, 3))
+    with pytest.raises(GraphmemError, match=r"NTMCell input must have 2 dimensions"):
+        model.cell(torch.randn(2, 4, 3))
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 3), (4, 0, 3)])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_ntm_empty_batch_or_sequence(shape, batch_first):
+    from graphmem.errors import GraphmemError
+
+    model = NTM(3, 2, batch_first=batch_first, **SMALL)
+    with pytest.raises(GraphmemError, match="NTM input is empty"):
+        model(torch.randn(shape))
+    with pytest.raises(GraphmemError, match="NTMCell input is empty"):
+        model.cell(torch.randn(0, 3))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_ntm_non_finite_input_is_refused(bad, _checks_on):
+    from graphmem import checks
+
+    model = NTM(3, 2, **SMALL)
+    x = torch.randn(5, 2, 3)
+    x[3, 1, 2] = bad
+    with pytest.raises(ValueError, match="NTM input contains 1 NaN or Inf values"):
+        model(x)
+    with pytest.raises(ValueError, match="NTM input contains 1 NaN or Inf values"):
+        model.cell(x[3])
+    assert not model.cell._input_checked  # reset after the refused call
+    with checks.disabled():
+        model(x)  # switched off: runs (and yields what it yields)
+
+
+def test_ntm_checks_the_whole_input_once(monkeypatch, _checks_on):
+    from graphmem import checks
+
+    calls = []
+    original = checks.check_features
+    monkeypatch.setattr(checks, "check_features", lambda *a, **k: (calls.append(a[0].shape), original(*a, **k)))
+    NTM(3, 2, **SMALL)(torch.randn(6, 2, 3))
+    assert calls == [torch.Size([6, 2, 3])]  # not once more per step inside the cell
+
+
+@pytest.mark.slow
+def test_input_checks_cause_no_graph_break_in_the_compiled_step(_checks_on):
+    import torch._dynamo
+
+    model = NTM(3, 2, **SMALL)
+    explanation = torch._dynamo.explain(model.cell)(torch.randn(2, 3), model.cell.initial_state(2))
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons

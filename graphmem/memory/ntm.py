@@ -8,6 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from graphmem import checks
+from graphmem.errors import GraphmemError
 from graphmem.memory.controller import ControllerState, FeedForwardController, LSTMController
 from graphmem.memory.heads import ReadHeads, WriteHeads
 
@@ -143,7 +145,28 @@ class NTMCell(nn.Module):
             write_weights=self.initial_write_logits[:num_writes].softmax(-1).expand(batch_size, -1, -1),
         )
 
+    def check_input(self, x: Tensor, dim: int, owner: str = "NTMCell", layout: str = "(B, input_size)") -> None:
+        """Refuses an ``x`` of the wrong rank or width with the user's numbers (shape checks
+        only), and, while :mod:`graphmem.checks` are on, NaN or Inf values."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{owner} input must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != dim:
+            raise GraphmemError(f"{owner} input must have {dim} dimensions {layout}, got shape {tuple(x.shape)}")
+        if x.size(-1) != self.input_size:
+            raise GraphmemError(f"{owner} input has {x.size(-1)} features per step but the {owner} was built "
+                                f"for input_size={self.input_size}")
+        if x.size(-2) == 0 or (dim == 3 and x.size(0) == 0):
+            raise GraphmemError(f"{owner} input is empty (shape {tuple(x.shape)}): it needs at least one "
+                                "sequence and one step")
+        if checks.enabled() and not self._input_checked:
+            checks.check_features(x, "NTM input", dim=dim)
+
+    #: set by :class:`NTM` while it steps through an input it has checked whole
+    _input_checked = False
+
     def forward(self, x: Tensor, state: NTMState | None = None) -> tuple[Tensor, NTMState]:
+        # shape checks are static under torch.compile; the value check is skipped while tracing
+        self.check_input(x, 2)
         if state is None:
             state = self.initial_state(x.size(0), x.device, x.dtype)
         hidden, controller_state = self.controller(torch.cat([x, state.reads.flatten(1)], -1), state.controller)
@@ -205,18 +228,25 @@ class NTM(nn.Module):
     def forward(
         self, x: Tensor, state: NTMState | None = None, return_history: bool = False
     ) -> tuple[Tensor, NTMState] | tuple[Tensor, NTMState, NTMHistory]:
+        # checked whole, outside the (possibly compiled) cell, so the step has no graph break
+        layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+        self.cell.check_input(x, 3, owner="NTM", layout=layout)
         if self.batch_first:
             x = x.transpose(0, 1)
         if state is None:
             # made here rather than in the cell, so a compiled cell sees one kind of input
             state = self.cell.initial_state(x.size(1), x.device, x.dtype)
         outputs, reads, writes = [], [], []
-        for x_t in x.unbind(0):
-            y, state = self.cell(x_t, state)
-            outputs.append(y)
-            if return_history:
-                reads.append(state.read_weights)
-                writes.append(state.write_weights)
+        self.cell._input_checked = True
+        try:
+            for x_t in x.unbind(0):
+                y, state = self.cell(x_t, state)
+                outputs.append(y)
+                if return_history:
+                    reads.append(state.read_weights)
+                    writes.append(state.write_weights)
+        finally:
+            self.cell._input_checked = False
         time_dim = 1 if self.batch_first else 0
         output = torch.stack(outputs, time_dim)
         if not return_history:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
+from graphmem.errors import GraphmemError
 from graphmem.nn.hopfield.hopfield import Hopfield
 
 
@@ -28,8 +29,9 @@ class HopfieldPooling(nn.Module):
     Works on padded sets with a mask and on PyG's batched node sets: node states
     :math:`(N, F)` with a ``batch`` vector are regrouped with
     :func:`torch_geometric.utils.to_dense_batch`, and the padding is masked out, so each
-    graph is pooled exactly as it would be alone. A graph without nodes pools to the
-    output bias.
+    graph is pooled exactly as it would be alone. A graph without nodes (or a padded set
+    whose mask is all ``False``) pools to zeros, as PyG's global pools do, with zero
+    attention weights; a set given without ``batch`` must not be empty.
 
     Args:
         input_size: features of the set members, :math:`F`.
@@ -92,8 +94,19 @@ class HopfieldPooling(nn.Module):
             x, mask = to_dense_batch(x, batch, batch_size=size)
         elif x.dim() == 2:
             x = x.unsqueeze(0)  # one set, as PyG's global pools treat x without batch
+        if x.size(-2) == 0:
+            if batch is None and mask is None:
+                raise GraphmemError(f"HopfieldPooling got an empty set (x of shape {tuple(x.shape)}): a set "
+                                    "needs at least one member (pass batch and size to pool empty graphs to zeros)")
+            # every set (graph) is empty: nothing to attend to
+            heads = self.hopfield.num_heads
+            out = x.new_zeros(*x.shape[:-2], self.num_queries * self.hopfield.output_size)
+            weights = x.new_zeros(*x.shape[:-2], heads, self.num_queries, 0)
+            return (out, weights) if return_attention_weights else out
         out, weights = self.hopfield(self.query, x, stored_mask=mask, return_attention_weights=True)
         out = out.flatten(-2)
+        if mask is not None:
+            out = out * mask.any(-1, keepdim=True).to(out.dtype)  # a set without members pools to zeros
         return (out, weights) if return_attention_weights else out
 
     def extra_repr(self) -> str:
