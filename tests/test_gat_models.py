@@ -92,3 +92,14 @@ def test_stack_output_heads():
     assert stack.convs[0].heads == 2 and stack.convs[1].heads == 3
     with pytest.raises(ValueError, match="same heads"):
         GATStack(5, 4, 3, heads=2, output_heads=3, evolving=True)
+
+
+def test_old_keys_load_under_a_prefix_as_in_a_lightning_checkpoint():
+    x, edge_index = _graph()
+    model = GATNodeClassifier(6, 4, hidden_channels=5, heads=2).eval()
+    old = {f"model.conv{i + 1}.{key}": value for i in range(2)
+           for key, value in model.stack.convs[i].state_dict().items()}
+    wrapper = torch.nn.Module()
+    wrapper.model = GATNodeClassifier(6, 4, hidden_channels=5, heads=2).eval()
+    wrapper.load_state_dict(old)  # strict
+    torch.testing.assert_close(wrapper.model(x, edge_index), model(x, edge_index))
