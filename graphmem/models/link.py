@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphmem.nn import GATConv
+from graphmem.nn import GATStack
+from graphmem.nn.gat_stack import GATStackModel
 
 DECODERS = ("dot", "mlp")
 
 
-class GATLinkPredictor(nn.Module):
+class GATLinkPredictor(GATStackModel):
     r"""Encodes nodes with ``num_layers`` GAT layers and scores a node pair from its two codes.
 
     .. math::
@@ -23,7 +23,8 @@ class GATLinkPredictor(nn.Module):
     the graph auto-encoder's (Kipf & Welling, 2016) and symmetric; the MLP over the Hadamard
     product is symmetric too. Hidden layers concatenate ``heads`` heads of
     ``hidden_channels // heads`` channels; the last layer averages ``heads`` heads of
-    ``out_channels``.
+    ``out_channels``. The encoder is a :class:`~graphmem.nn.GATStack` (``self.stack``;
+    ``convs`` names its layers), and checkpoints with the old ``convs.*`` keys still load.
 
     Args:
         in_channels: node features.
@@ -42,42 +43,35 @@ class GATLinkPredictor(nn.Module):
         - ``forward(x, edge_index, pairs)`` -> :math:`(P,)` logits
     """
 
+    renamed_keys = {"convs.": "stack.convs."}  # checkpoints from before ``stack``
+
     def __init__(self, in_channels: int, hidden_channels: int = 256, out_channels: int = 64, heads: int = 4,
                  num_layers: int = 2, dropout: float = 0.5, attention_dropout: float = 0.0,
                  decoder: str = "dot", score: str = "additive") -> None:
         super().__init__()
         if hidden_channels % heads:
             raise ValueError(f"hidden_channels ({hidden_channels}) must be divisible by heads ({heads})")
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {DECODERS}")
-        self.dropout = dropout
         self.decoder = decoder
-        self.convs = nn.ModuleList()
-        width = in_channels
-        for layer in range(num_layers):
-            last = layer == num_layers - 1
-            self.convs.append(GATConv(width, out_channels if last else hidden_channels // heads, heads=heads,
-                                      concat=not last, dropout=attention_dropout, score=score))
-            width = hidden_channels
+        self.stack = GATStack(in_channels, hidden_channels // heads, out_channels, num_layers=num_layers,
+                              heads=heads, dropout=dropout, attention_dropout=attention_dropout, score=score)
         self.mlp = (nn.Sequential(nn.Linear(out_channels, out_channels), nn.ReLU(), nn.Linear(out_channels, 1))
                     if decoder == "mlp" else None)
 
+    @property
+    def convs(self) -> nn.ModuleList:
+        return self.stack.convs
+
     def reset_parameters(self) -> None:
-        for conv in self.convs:
-            conv.reset_parameters()
+        self.stack.reset_parameters()
         if self.mlp is not None:
             for layer in self.mlp:
                 if isinstance(layer, nn.Linear):
                     layer.reset_parameters()
 
     def encode(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        for layer, conv in enumerate(self.convs):
-            x = conv(F.dropout(x, self.dropout, self.training), edge_index)
-            if layer < len(self.convs) - 1:
-                x = F.elu(x)
-        return x
+        return self.stack(x, edge_index)
 
     def decode(self, z: Tensor, pairs: Tensor) -> Tensor:
         if pairs.dim() != 2 or pairs.size(0) != 2:
@@ -87,4 +81,3 @@ class GATLinkPredictor(nn.Module):
 
     def forward(self, x: Tensor, edge_index: Tensor, pairs: Tensor) -> Tensor:
         return self.decode(self.encode(x, edge_index), pairs)
-

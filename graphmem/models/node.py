@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from graphmem.nn import GATConv
+from graphmem.nn import GATConv, GATStack
+from graphmem.nn.gat_stack import GATStackModel
 
 
-class GATNodeClassifier(nn.Module):
+class GATNodeClassifier(GATStackModel):
     r"""Input dropout, a multi-head GAT layer (heads concatenated), ELU, dropout, and an output
     GAT layer that averages ``output_heads`` heads into class logits:
 
@@ -16,6 +16,8 @@ class GATNodeClassifier(nn.Module):
         \hat Y = \mathrm{GAT}_{\text{mean}}\big(\mathrm{ELU}(\mathrm{GAT}_{\Vert}(X))\big)
 
     The defaults are the paper's transductive setting (8 heads x 8 features, dropout 0.6).
+    It is a two-layer :class:`~graphmem.nn.GATStack` (``self.stack``); ``conv1`` and ``conv2``
+    name its two layers, and checkpoints with the old ``conv1.*``/``conv2.*`` keys still load.
 
     Args:
         in_channels: node features.
@@ -31,20 +33,24 @@ class GATNodeClassifier(nn.Module):
         - output: :math:`(N, C)` logits
     """
 
+    renamed_keys = {"conv1.": "stack.convs.0.", "conv2.": "stack.convs.1."}  # checkpoints from before ``stack``
+
     def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 8, heads: int = 8,
                  output_heads: int = 1, dropout: float = 0.6, score: str = "additive") -> None:
         super().__init__()
-        self.dropout = dropout
-        self.conv1 = GATConv(in_channels, hidden_channels, heads=heads, dropout=dropout, score=score)
-        self.conv2 = GATConv(hidden_channels * heads, num_classes, heads=output_heads, concat=False,
-                             dropout=dropout, score=score)
+        self.stack = GATStack(in_channels, hidden_channels, num_classes, num_layers=2, heads=heads,
+                              output_heads=output_heads, dropout=dropout, attention_dropout=dropout, score=score)
+
+    @property
+    def conv1(self) -> GATConv:
+        return self.stack.convs[0]
+
+    @property
+    def conv2(self) -> GATConv:
+        return self.stack.convs[1]
 
     def reset_parameters(self) -> None:
-        self.conv1.reset_parameters()
-        self.conv2.reset_parameters()
+        self.stack.reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        x = F.dropout(x, self.dropout, self.training)
-        x = F.elu(self.conv1(x, edge_index))
-        x = F.dropout(x, self.dropout, self.training)
-        return self.conv2(x, edge_index)
+        return self.stack(x, edge_index)

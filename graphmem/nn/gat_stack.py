@@ -26,14 +26,19 @@ class GATStack(nn.Module):
     :math:`A_{\text{in}}^{l} = \alpha \hat A^{l-1} + (1 - \alpha) S^{l}`,
     :math:`\alpha^{(l)} = \operatorname{softmax}(\beta\, \mathrm{ReLU}(W A_{\text{in}}^{l})
     + (1 - \beta) A_{\text{in}}^{l})`, where :math:`W` mixes the :math:`H` heads of each
-    edge. All layers use ``heads`` heads so that the maps line up.
+    edge. Evolving layers all use ``heads`` heads so that the maps line up.
+
+    :class:`~graphmem.models.GATNodeClassifier` and :class:`~graphmem.models.GATLinkPredictor`
+    are this stack (attribute ``stack``) with their own constructor arguments.
 
     Args:
         in_channels: input features.
         hidden_channels: features per head in the hidden layers.
         out_channels: output features (classes).
         num_layers: GAT layers, at least 1.
-        heads: heads per layer.
+        heads: heads per hidden layer.
+        output_heads: heads of the last layer (averaged); ``None`` for ``heads``. Must equal
+            ``heads`` with ``evolving=True``.
         dropout: dropout on every layer's input features.
         attention_dropout: dropout on the attention weights.
         edge_dim: edge feature size, or ``None``.
@@ -57,6 +62,7 @@ class GATStack(nn.Module):
         out_channels: int,
         num_layers: int = 2,
         heads: int = 8,
+        output_heads: int | None = None,
         dropout: float = 0.6,
         attention_dropout: float = 0.6,
         edge_dim: int | None = None,
@@ -69,17 +75,23 @@ class GATStack(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        output_heads = heads if output_heads is None else output_heads
+        if evolving and output_heads != heads:
+            raise ValueError(f"evolving attention needs the same heads in every layer; got heads={heads}, "
+                             f"output_heads={output_heads}")
         self.dropout = dropout
         self.convs = nn.ModuleList()
         for layer in range(num_layers):
             last = layer == num_layers - 1
             self.convs.append(GATConv(in_channels if layer == 0 else heads * hidden_channels,
-                                      out_channels if last else hidden_channels, heads=heads, concat=not last,
+                                      out_channels if last else hidden_channels,
+                                      heads=output_heads if last else heads, concat=not last,
                                       dropout=attention_dropout, edge_dim=edge_dim, score=score,
                                       normalizer=normalizer))
         self.evolve = (nn.ModuleList(EvolvingAttention(heads, alpha, beta, layout="sparse")
                                      for _ in range(num_layers - 1)) if evolving else None)
-        self.reset_parameters()
+        # each layer initialises itself when built; no second draw here, so that a seeded model
+        # gets the same weights as a hand-built stack of the same layers
 
     def reset_parameters(self) -> None:
         for conv in self.convs:
@@ -97,17 +109,46 @@ class GATStack(nn.Module):
         """Runs the stack; see the class docstring for shapes."""
         attention: list[tuple[Tensor, Tensor]] = []
         previous: Tensor | None = None
+        last = len(self.convs) - 1
         for layer, conv in enumerate(self.convs):
             x = F.dropout(x, self.dropout, self.training)
             transform = None
             if self.evolve is not None and previous is not None:
                 transform = partial(self.evolve[layer - 1], previous=previous)
-            x, weights, previous = conv(x, edge_index, edge_attr, return_attention_weights=True,
-                                        logits_transform=transform, return_attention_logits=True)
-            attention.append(weights)
-            if layer < len(self.convs) - 1:
-                x = F.elu(x)
+            # ask a layer only for what is used: its logits feed the next evolving layer
+            keep_logits = self.evolve is not None and layer < last
+            result = conv(x, edge_index, edge_attr, return_attention_weights=return_attention_weights,
+                          logits_transform=transform, return_attention_logits=keep_logits)
+            if keep_logits:
+                result, previous = (result[:-1] if return_attention_weights else result[0]), result[-1]
+            if return_attention_weights:
+                result, weights = result
+                attention.append(weights)
+            x = F.elu(result) if layer < last else result
         return (x, attention) if return_attention_weights else x
 
     def extra_repr(self) -> str:
         return f"dropout={self.dropout}"
+
+
+
+class GATStackModel(nn.Module):
+    """Base of a model built around a :class:`GATStack` in ``self.stack``: exposes its
+    ``dropout`` and loads checkpoints written before the layers moved into the stack, renaming
+    the keys under the old prefixes of :attr:`renamed_keys` (old prefix -> new prefix)."""
+
+    renamed_keys: dict[str, str] = {}
+    stack: GATStack
+
+    @property
+    def dropout(self) -> float:
+        return self.stack.dropout
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        for key in list(state_dict):
+            name = key[len(prefix):]
+            for old, new in self.renamed_keys.items() if key.startswith(prefix) else ():
+                if name.startswith(old):
+                    state_dict[prefix + new + name[len(old):]] = state_dict.pop(key)
+                    break
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
