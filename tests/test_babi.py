@@ -131,7 +131,7 @@ def test_memory_network_shapes_and_gradients():
     model = MemoryNetwork(vocab_size=20, embedding_dim=8, hops=3, memory_size=6)
     story = torch.randint(1, 20, (4, 6, 5))
     story[:, 4:] = 0  # two empty slots
-    logits, attention = model(story, torch.randint(1, 20, (4, 5)), return_attention=True)
+    logits, attention = model(story, torch.randint(1, 20, (4, 5)), return_attention_weights=True)
     assert logits.shape == (4, 20) and attention.shape == (4, 3, 6)
     assert torch.allclose(attention.sum(-1), torch.ones(4, 3)) and attention[..., 4:].eq(0).all()
     logits.sum().backward()
@@ -144,7 +144,7 @@ def test_first_hop_is_softmax_of_memory_dot_question():
     model = MemoryNetwork(vocab_size=12, embedding_dim=6, hops=1, memory_size=4, noise=0.0).eval()
     story = torch.tensor([[[1, 2, 3], [4, 5, 0], [6, 0, 0], [0, 0, 0]]])
     question = torch.tensor([[7, 8, 0]])
-    logits, attention = model(story, question, return_attention=True)
+    logits, attention = model(story, question, return_attention_weights=True)
     A, C = model.embeddings[0].embedding.weight, model.embeddings[1].embedding.weight
 
     def encode(table, ids):  # the paper's position encoding, by hand
@@ -161,7 +161,7 @@ def test_first_hop_is_softmax_of_memory_dot_question():
     assert torch.allclose(attention[0, 0, :3], p, atol=1e-6) and attention[0, 0, 3] == 0
     assert torch.allclose(logits[0], (u + p @ c) @ C.t(), atol=1e-5)  # W^T = C^K
     model.linear_start = True  # softmax removed: the raw dot products
-    _, linear = model(story, question, return_attention=True)
+    _, linear = model(story, question, return_attention_weights=True)
     assert torch.allclose(linear[0, 0, :3], m @ u, atol=1e-6)
 
 

@@ -201,8 +201,8 @@ def test_evolving_encoder_second_layer_by_hand():
     encoder = _encoder(True, alpha, beta, layers=2)
     src = torch.randn(2, 5, 8)
     _, attention = encoder(src, return_attention_weights=True)
-    first, _, logits_1 = encoder.layers[0](src, return_attention=True)
-    _, _, logits_2 = encoder.layers[1](first, return_attention=True)
+    first, _, logits_1 = encoder.layers[0](src, return_attention_weights=True)
+    _, _, logits_2 = encoder.layers[1](first, return_attention_weights=True)
     mixed = alpha * logits_1 + (1 - alpha) * logits_2
     conv = encoder.evolve[0].conv
     evolved = beta * F.relu(F.conv2d(mixed, conv.weight, conv.bias, padding=1)) + (1 - beta) * mixed

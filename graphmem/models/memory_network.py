@@ -45,7 +45,7 @@ class MemoryNetwork(nn.Module):
     Shapes:
         - input: ``story`` ``(B, S, W)`` word ids (statements oldest first, empty ones all zero,
           at the end), ``question`` ``(B, W)``
-        - output: answer logits ``(B, V)`` and, with ``return_attention=True``, the attention
+        - output: answer logits ``(B, V)`` and, with ``return_attention_weights=True``, the attention
           of every hop ``(B, K, S)``
     """
 
@@ -99,7 +99,8 @@ class MemoryNetwork(nn.Module):
             return memory
         return memory + F.embedding(ages, self.temporal[hop])
 
-    def forward(self, story: Tensor, question: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, story: Tensor, question: Tensor,
+                return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         mask = story.ne(0).any(-1)  # (B, S) statements that exist
         ages = self._ages(mask)
         u = self.embeddings[0](question).unsqueeze(-2)  # (B, 1, d), B = A^1
@@ -120,7 +121,7 @@ class MemoryNetwork(nn.Module):
             keys = values
         # W^T = C^K: the answer scores are dot products with the last value embedding
         logits = u.squeeze(-2) @ self.embeddings[-1].embedding.weight.t()
-        if return_attention:
+        if return_attention_weights:
             return logits, torch.stack(attention, 1)
         return logits
 

@@ -38,7 +38,7 @@ class TransformerEncoderLayer(nn.Module):
     Shapes:
         - src :math:`(S, N, E)` (batch first :math:`(N, S, E)`, unbatched :math:`(S, E)`);
           masks as in :class:`MultiheadAttention`.
-        - output: like ``src``; with ``return_attention=True`` also the weights
+        - output: like ``src``; with ``return_attention_weights=True`` also the weights
           :math:`(N, H, S, S)` and the normalized logits :math:`(N, H, S, S)`.
     """
 
@@ -90,7 +90,7 @@ class TransformerEncoderLayer(nn.Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
         logits_transform: LogitsTransform | None = None,
-        return_attention: bool = False,
+        return_attention_weights: bool = False,
     ) -> Tensor | tuple[Tensor, Tensor, Tensor]:
         """Runs the layer; ``logits_transform`` goes to :meth:`MultiheadAttention.forward`."""
         x = src
@@ -104,7 +104,7 @@ class TransformerEncoderLayer(nn.Module):
                                                      logits_transform)
             x = self.norm1(x + attended)
             x = self.norm2(x + self._feed_forward(x))
-        return (x, weights, logits) if return_attention else x
+        return (x, weights, logits) if return_attention_weights else x
 
 
 def _evolve(evolve: EvolvingAttention, previous: Tensor, rows: Tensor | None, logits: Tensor,
@@ -204,7 +204,7 @@ class TransformerEncoder(nn.Module):
             if self.evolve is not None and previous is not None:
                 transform = partial(_evolve, self.evolve[i - 1], previous, rows)
             x, weights, previous = layer(x, mask, src_key_padding_mask, is_causal, transform,
-                                         return_attention=True)
+                                         return_attention_weights=True)
             attention.append(weights)
         if self.norm is not None:
             x = self.norm(x)
