@@ -13,6 +13,7 @@ from torch_geometric.loader import DataLoader
 from graphmem.cli import main
 from graphmem.recipe import recipe_summaries
 from graphmem.data import smiles_to_graph
+from graphmem.data.molecule import TOX21_TASKS
 from graphmem.lit import masked_bce_with_logits, multitask_roc_auc
 from graphmem.models import MoleculeGAT
 from tests.conftest import SMILES
@@ -30,6 +31,15 @@ def test_roc_auc_matches_ogb_evaluator():
     ours, per_task = multitask_roc_auc(torch.tensor(y_true), torch.tensor(y_pred))
     assert ours == pytest.approx(reference, abs=1e-12)
     assert np.isnan(per_task[5]) and sum(np.isnan(per_task)) == 1
+
+
+def test_roc_auc_table_keeps_the_given_order():
+    from graphmem.lit.graph import roc_auc_table
+
+    table = roc_auc_table(["NR-AR", "SR-p53", "NR-AhR"], [0.8, 0.7, 0.9], 0.8)
+    lines = table.splitlines()
+    assert [line.split(" | ")[0] for line in lines[3:6]] == ["| NR-AR", "| SR-p53", "| NR-AhR"]
+    assert lines[-1] == "| mean | 0.8000 |"
 
 
 def test_roc_auc_undefined_raises():
@@ -105,6 +115,10 @@ def test_cli_fit_then_test_on_small_data(tox21_root, tmp_path, capsys):
     ])
     metrics = cli.trainer.callback_metrics
     assert 0.0 <= float(metrics["test_roc_auc"]) <= 1.0
+    # per-task metrics carry the data set's task names, and their mean is the logged mean
+    per_task = [float(metrics[f"test_roc_auc/{task}"]) for task in TOX21_TASKS]
+    assert float(metrics["test_roc_auc"]) == pytest.approx(float(np.mean(per_task)), abs=1e-5)
+    assert not any(name.split("/")[-1].isdigit() for name in metrics if name.startswith("test_roc_auc/"))
     checkpoints = list((tmp_path / "run").rglob("*.ckpt"))
     assert checkpoints and (tmp_path / "run").rglob("metrics.csv")
     # the best checkpoint reloads through the same command

@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
@@ -26,11 +26,21 @@ def masked_bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits[labelled], target[labelled])
 
 
+def roc_auc_table(names: list[str], per_task: list[float], mean: float) -> str:
+    """A Markdown table of test ROC-AUC per task in the given order, with the mean over tasks."""
+    rows = ["| task | test ROC-AUC |", "| --- | ---: |"]
+    rows += [f"| {name} | {value:.4f} |" for name, value in zip(names, per_task)]
+    rows.append(f"| mean | {mean:.4f} |")
+    return "per-task test ROC-AUC:\n" + "\n".join(rows)
+
+
 class GraphPropertyTask(L.LightningModule):
     """Trains any graph model ``Batch -> (G, T) logits`` on ``T`` binary tasks with missing labels.
 
     Logs ``{train,val,test}_loss`` and ``{val,test}_roc_auc`` (mean over tasks, OGB's
-    convention), and per-task ``test_roc_auc/<task index>``. Under DDP the ROC-AUC is computed
+    convention), and per-task ``test_roc_auc/<task>``, named by the data module's task names
+    (``molecules.tasks``, e.g. ``NR-AR``) when it has them, else by index; the test also prints a
+    table of the per-task ROC-AUC in the data set's order. Under DDP the ROC-AUC is computed
     on the outputs of all ranks, each example once (see :mod:`graphmem.lit.distributed`), so it
     equals the single-process value; every rank logs it, so callbacks may monitor it.
 
@@ -99,8 +109,15 @@ class GraphPropertyTask(L.LightningModule):
         # identical on every rank (computed from the same gathered outputs): no sync needed
         self.log(f"{stage}_roc_auc", mean, prog_bar=True)
         if stage == "test":
-            for task, value in enumerate(per_task):
-                self.log(f"test_roc_auc/{task}", value)
+            names = self._task_names(len(per_task))
+            for name, value in zip(names, per_task):
+                self.log(f"test_roc_auc/{name}", value)
+            rank_zero_info(roc_auc_table(names, per_task, mean))
+
+    def _task_names(self, num_tasks: int) -> list[str]:
+        molecules = getattr(getattr(self.trainer, "datamodule", None), "molecules", None)
+        names = list(getattr(molecules, "tasks", None) or [])
+        return names if len(names) == num_tasks else [str(task) for task in range(num_tasks)]
 
     def on_validation_epoch_end(self) -> None:
         self._log_roc_auc("val")
