@@ -146,7 +146,8 @@ class GraphmemCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_data()
-        log_dir = Path(self.trainer.log_dir) if self.trainer.logger is not None else None
+        # fast_dev_run swaps the logger for a dummy one without a folder
+        log_dir = Path(self.trainer.log_dir) if self.trainer.logger is not None and self.trainer.log_dir else None
         resumed = self.resumed_log[0] if self.resumed_log else None
         if log_dir is not None and log_dir != resumed and any(
                 (log_dir / name).exists() for name in ("config.yaml", "metrics.csv")):
