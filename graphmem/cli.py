@@ -23,8 +23,10 @@ the full traceback instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from typing import TYPE_CHECKING
 
 import graphmem
@@ -51,6 +53,29 @@ commands:
 """
 
 
+#: library messages that say nothing about the user's run: a deprecation inside Lightning's own
+#: code, a note on an IterableDataset that graphmem's loaders size correctly, an advertisement
+LIBRARY_NOISE: tuple[str, ...] = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Your `IterableDataset` has `__len__` defined",
+)
+ADVERTISEMENT = "💡 Tip:"
+
+
+def _not_an_advertisement(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(ADVERTISEMENT)
+
+
+def quiet_library_noise() -> None:
+    """Hides :data:`LIBRARY_NOISE` warnings and Lightning's logger advertisement from the command's output."""
+    for message in LIBRARY_NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _not_an_advertisement not in logger.filters:
+            logger.addFilter(_not_an_advertisement)
+
+
 def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
     if args[:1] == ["recipes"]:
         for name, header in recipe_summaries():
@@ -68,6 +93,7 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
         predict_main(args[1:])
         return None
     # torch and Lightning load only here: `graphmem recipes` and `--help` answer without them
+    quiet_library_noise()
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 

@@ -33,12 +33,15 @@ def test_roc_auc_matches_ogb_evaluator():
     assert np.isnan(per_task[5]) and sum(np.isnan(per_task)) == 1
 
 
-def test_fast_dev_run_fits_and_tests(tox21_root, tmp_path):
+def test_fast_dev_run_fits_and_tests_without_library_noise(tox21_root, tmp_path, recwarn, caplog):
     # fast_dev_run replaces the logger with one that has no folder
+    caplog.set_level("INFO")
     cli = main(["fit", "--config", str(RECIPE), "--data.init_args.root", str(tox21_root),
                 "--model.init_args.model.init_args.hidden_channels", "16", "--trainer.fast_dev_run", "true",
                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "run")])
     assert "test_roc_auc" in cli.trainer.callback_metrics
+    assert not [w for w in recwarn if "LeafSpec" in str(w.message) or "IterableDataset" in str(w.message)]
+    assert "litlogger" not in caplog.text and "per-task test ROC-AUC" in caplog.text
 
 
 def test_roc_auc_table_keeps_the_given_order():
