@@ -144,3 +144,14 @@ def test_cli_fit_then_test_on_small_data(tox21_root, tmp_path, capsys):
     ])
     assert "test_roc_auc" in cli.trainer.callback_metrics
 
+
+
+def test_skipped_rows_summary_is_printed_once_not_warned(tox21_root, recwarn, caplog):
+    from graphmem.data import MoleculeDataModule
+
+    caplog.set_level("INFO")
+    data = MoleculeDataModule(dataset="tox21", root=str(tox21_root))
+    data.setup()
+    assert data.molecules.skipped  # the fixture holds two unreadable rows
+    assert not [w for w in recwarn if "rows skipped" in str(w.message)]
+    assert caplog.text.count("rows skipped") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import lightning as L
@@ -50,7 +51,13 @@ class MoleculeDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.molecules is not None:
             return
-        self.molecules = load_moleculenet(self.hparams.dataset, self.hparams.root)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.molecules = load_moleculenet(self.hparams.dataset, self.hparams.root)
+        # the summary of skipped rows is printed once below, beside the split; other warnings pass on
+        for warning in caught:
+            if str(warning.message) != self.molecules.summary():
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         train, valid, test = make_split(self.hparams.split, self.molecules.smiles, self.hparams.fractions,
                                         self.hparams.split_seed)
         graphs = self.molecules.graphs
