@@ -22,6 +22,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from graphmem.errors import GraphmemError
@@ -168,10 +169,12 @@ class GraphmemCLI(LightningCLI):
                                 f"molecules, pass them with --smiles or --smiles_file (and --out)")
 
     def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") if callback is not None else ""
         if self.config[self.subcommand].get("test_after_fit"):
-            callback = self.trainer.checkpoint_callback
-            ckpt = "best" if callback is not None and getattr(callback, "best_model_path", "") else None
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+        if best:
+            rank_zero_info(f"best checkpoint: {best}")
         if self.resumed_log and self.resumed_log[1] is not None:
             metrics = self.resumed_log[0] / "metrics.csv"
             resumed = pd.read_csv(metrics) if metrics.is_file() else None

@@ -113,7 +113,8 @@ def test_recipes_listed():
     assert "tox21_gat" in names and "Tox21" in names["tox21_gat"]
 
 
-def test_cli_fit_then_test_on_small_data(tox21_root, tmp_path, capsys):
+def test_cli_fit_then_test_on_small_data(tox21_root, tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
     cli = main([
         "fit", "--config", str(RECIPE),
         "--data.init_args.root", str(tox21_root),
@@ -132,6 +133,7 @@ def test_cli_fit_then_test_on_small_data(tox21_root, tmp_path, capsys):
     assert not any(name.split("/")[-1].isdigit() for name in metrics if name.startswith("test_roc_auc/"))
     checkpoints = list((tmp_path / "run").rglob("*.ckpt"))
     assert checkpoints and (tmp_path / "run").rglob("metrics.csv")
+    assert f"best checkpoint: {cli.trainer.checkpoint_callback.best_model_path}" in caplog.text
     # the best checkpoint reloads through the same command
     cli = main([
         "test", "--config", str(RECIPE),
