@@ -101,6 +101,27 @@ def test_datamodule_is_seeded_and_fresh():
         AlgorithmicDataModule(task="sorting")
 
 
+def test_eval_batch_size_sets_validation_and_test_batches():
+    dm = AlgorithmicDataModule(batch_size=1, eval_batch_size=5, val_batches=2, test_sizes=(7,))
+    assert [b[0].size(1) for b in dm.train_dataloader()][:3] == [1, 1, 1]
+    assert [b[0].size(1) for b in dm.val_dataloader()] == [5, 5]
+    assert [b[0].size(1) for b in dm.test_dataloader()] == [5]
+    with pytest.raises(ValueError, match="eval_batch_size must be at least 1"):
+        AlgorithmicDataModule(eval_batch_size=0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_sequence_task_optimizers(optimizer):
+    from graphmem.optim import GravesRMSprop
+
+    model = SequenceTask(NTM(3, 2, memory_size=4, memory_width=2, controller_size=4), optimizer=optimizer, eps=1e-6)
+    built = model.configure_optimizers()
+    assert isinstance(built, torch.optim.Adam if optimizer == "adam" else GravesRMSprop)
+    assert built.defaults["eps"] == 1e-6
+    with pytest.raises(ValueError, match="optimizer must be"):
+        SequenceTask(NTM(3, 2), optimizer="sgd")
+
+
 def test_ntm_trains_on_copy(tmp_path):
     L.seed_everything(0)
     dm = AlgorithmicDataModule(min_size=1, max_size=3, width=4, batch_size=8, batches_per_epoch=20,

@@ -218,13 +218,18 @@ class AlgorithmicDataModule(L.LightningDataModule):
         test_sizes: sizes of the test batches: lengths (copy), item counts (recall), or for repeat
             copy lengths or ``[length, repeats]`` pairs (e.g. ``[[10, 10], [20, 10], [10, 20]]``).
         seed: base seed.
+        eval_batch_size: sequences per validation and test batch (``None``: ``batch_size``), so that
+            training with batch 1, as the NTM paper did, still scores on many sequences.
     """
 
     def __init__(self, task: str = "copy", min_size: int = 1, max_size: int = 20, width: int = 8,
                  batch_size: int = 32, batches_per_epoch: int = 200, val_batches: int = 10,
                  test_sizes: tuple[Size, ...] = (20, 30, 50), seed: int = 0,
-                 repeats: tuple[int, int] = (1, 10)) -> None:
+                 repeats: tuple[int, int] = (1, 10), eval_batch_size: int | None = None) -> None:
         super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value is not None and value < 1:
+                raise GraphmemError(f"AlgorithmicDataModule: {name} must be at least 1, got {value}")
         self.save_hyperparameters()
         self.spec = TaskSpec(task, min_size, max_size, width, tuple(repeats))
         for size in (min(max(min_size, 2), max_size), *test_sizes):  # bad task names and sizes fail here, not in test
@@ -238,6 +243,10 @@ class AlgorithmicDataModule(L.LightningDataModule):
     def output_size(self) -> int:
         return self.spec.output_size
 
+    @property
+    def _eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
     def _loader(self, dataset: RandomBatches) -> DataLoader:
         return DataLoader(dataset, batch_size=None)
 
@@ -246,8 +255,8 @@ class AlgorithmicDataModule(L.LightningDataModule):
                                           self.hparams.seed + 1_000_000, fresh=True))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(RandomBatches(self.spec, self.hparams.val_batches, self.hparams.batch_size, self.hparams.seed))
+        return self._loader(RandomBatches(self.spec, self.hparams.val_batches, self._eval_batch_size, self.hparams.seed))
 
     def test_dataloader(self) -> DataLoader:
         sizes = tuple(self.hparams.test_sizes)
-        return self._loader(RandomBatches(self.spec, len(sizes), self.hparams.batch_size, self.hparams.seed + 7, sizes))
+        return self._loader(RandomBatches(self.spec, len(sizes), self._eval_batch_size, self.hparams.seed + 7, sizes))
