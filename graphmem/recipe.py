@@ -22,7 +22,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from graphmem.errors import GraphmemError
@@ -30,6 +30,11 @@ from graphmem.lit.callbacks import DATA_KEY, data_identity
 from graphmem.lit.checkpoint import check_checkpoint
 from graphmem.recipe_index import RECIPES_DIR, recipe_summaries  # noqa: F401 (part of this module's API)
 
+#: the data module's sizes (attribute -> the argument of the task's model it sets): a recipe does
+#: not name them, so that its model cannot disagree with its data (see :class:`GraphmemCLI`)
+DATA_SIZES = {"num_tasks": "num_tasks", "num_features": "in_channels", "num_classes": "num_classes",
+              "vocab_size": "vocab_size", "input_size": "input_size", "output_size": "output_size"}
+MOLECULE_DATA = "MoleculeDataModule"
 RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
 # subcommands that score a model: without a checkpoint they would score random weights
 SCORING_SUBCOMMANDS = ("test", "validate")
@@ -77,6 +82,13 @@ class GraphmemCLI(LightningCLI):
     check of ``--ckpt_path`` before Lightning reads it, and TensorBoard logs beside the recipe's
     CSV logs whenever TensorBoard is installed.
 
+    The sizes of the task's model (``model.init_args.model.init_args.<argument>``) are those of
+    the data module, linked on instantiation (:data:`DATA_SIZES`): a molecule set's task count
+    sets ``num_tasks``, a graph's feature and class counts ``in_channels`` and ``num_classes``,
+    the bAbI vocabulary ``vocab_size``, an algorithmic task's widths ``input_size`` and
+    ``output_size``. A size that the data module or the model does not have is left alone; one
+    that a recipe or the command line gives anyway is replaced by the data's.
+
     It also refuses what would give a wrong answer or lose a file: ``test`` without a
     checkpoint, a checkpoint of other data than the recipe's, and a run forced into the log
     folder of another run. ``fit --ckpt_path last`` resumes the newest checkpoint of the
@@ -86,6 +98,9 @@ class GraphmemCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="after fit, run test on the best checkpoint (or the last weights)")
+        for size, argument in DATA_SIZES.items():
+            parser.link_arguments(f"data.{size}", f"model.init_args.model.init_args.{argument}",
+                                  apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
@@ -131,6 +146,16 @@ class GraphmemCLI(LightningCLI):
             earlier = pd.read_csv(metrics)
             earlier = earlier[earlier["epoch"] <= epoch] if "epoch" in earlier else earlier
         self.resumed_log = (run, earlier)
+
+    def after_instantiate_classes(self) -> None:
+        """Warns of every model size that the recipe or the command line gave and the data's replaced."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        for size, argument in DATA_SIZES.items():
+            given = config.get(f"model.init_args.model.init_args.{argument}")
+            known = getattr(self.datamodule, size, None)
+            if given is not None and known is not None and given != known:
+                rank_zero_warn(f"the model's {argument} is the data's {size}, {known}, not the {given} "
+                               f"given: graphmem sets it from the data")
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -181,6 +206,17 @@ class GraphmemCLI(LightningCLI):
             pd.concat([self.resumed_log[1], resumed]).to_csv(metrics, index=False)
 
 
+def _give_checkpoint_tasks(recipe: dict[str, Any], ckpt_path: str | None) -> None:
+    """Gives a molecule recipe's data module the task names its checkpoint records, which size
+    the model (see :data:`DATA_SIZES`), so that SIDER's and ToxCast's, named only in the data
+    file, need no file to predict or plot with."""
+    trained = checkpoint_data(ckpt_path) or {}
+    data = recipe.get("data")
+    if (trained.get("data") == MOLECULE_DATA and trained.get("tasks") and isinstance(data, dict)
+            and str(data.get("class_path", "")).endswith(MOLECULE_DATA)):
+        data.setdefault("init_args", {})["task_names"] = list(trained["tasks"])
+
+
 def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[str] = ()) -> GraphmemCLI:
     """The trainer, model and datamodule that a recipe builds, without running anything; the
     model holds the checkpoint's weights when ``ckpt_path`` is given. Logging and config saving
@@ -197,6 +233,7 @@ def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[s
     # a run's saved config.yaml also holds the arguments of the fit call itself (ckpt_path,
     # verbose, ...): keep what builds the model, data and trainer
     recipe = {key: value for key, value in yaml.safe_load(path.read_text()).items() if key in RECIPE_KEYS}
+    _give_checkpoint_tasks(recipe, ckpt_path)
     cli = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
                       args=["--config", yaml.safe_dump(recipe), "--trainer.logger", "false", *overrides],
                       run=False, save_config_callback=None)  # a loaded recipe writes nothing beside its runs

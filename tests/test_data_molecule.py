@@ -13,6 +13,7 @@ from graphmem.data import DataFileError, MoleculeDataModule, load_moleculenet, s
 from graphmem.data.download import DATA_ENV
 from graphmem.data.molecule import SmilesError, TOX21_TASKS
 from graphmem.data.splits import random_split, scaffold, scaffold_split
+from graphmem.errors import GraphmemError
 from tests.conftest import SMILES, molecule_table, write_tox21
 
 
@@ -198,6 +199,20 @@ def test_datamodule_batches(tox21_root):
     batch = next(iter(dm.train_dataloader()))
     assert batch.num_graphs == 32 and batch.y.shape == (32, 12)
     assert sum(len(dm.splits[s]) for s in ("train", "valid", "test")) == 240
+
+
+def test_task_count_is_known_before_the_molecules_are_loaded(tox21_root):
+    # it sizes a recipe's model when the recipe is built; a set whose tasks only its file names
+    # (SIDER) reads the header, or takes task_names (a checkpoint's) without any file
+    dm = MoleculeDataModule(root=str(tox21_root))
+    assert dm.num_tasks == 12 and dm.molecules is None
+    named = MoleculeDataModule("sider", root=str(tox21_root / "nowhere"), task_names=["Eye disorders"])
+    assert named.tasks == ("Eye disorders",) and named.num_tasks == 1
+
+
+def test_task_names_other_than_the_file_s_are_refused(tox21_root):
+    with pytest.raises(GraphmemError, match=r"has the tasks \['NR-AR', .*not the task_names \['NR-AR'\]"):
+        MoleculeDataModule(root=str(tox21_root), task_names=["NR-AR"]).setup()
 
 
 @pytest.mark.skipif(not os.environ.get(DATA_ENV), reason="needs the offline mirror ($GRAPHMEM_DATA)")

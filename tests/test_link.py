@@ -87,8 +87,7 @@ def test_dot_decoder_scores_pairs_symmetrically():
 
 
 def test_recipe_fits_and_test_metrics_match_sklearn(tmp_path):
-    small = ["--data.init_args.dataset", "karate", "--model.init_args.model.init_args.in_channels", "34",
-             "--model.init_args.model.init_args.hidden_channels", "16",
+    small = ["--data.init_args.dataset", "karate", "--model.init_args.model.init_args.hidden_channels", "16",
              "--model.init_args.model.init_args.out_channels", "8"]
     cli = main(["fit", "--config", str(RECIPE), *small, "--trainer.max_epochs", "3",
                 "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)])

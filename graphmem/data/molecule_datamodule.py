@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.loader import DataLoader
 
-from graphmem.data.molecule import MoleculeSet, load_moleculenet, moleculenet_path
+from graphmem.data.molecule import MoleculeSet, load_moleculenet, moleculenet_path, moleculenet_tasks
 from graphmem.data.splits import make_split
 from graphmem.errors import GraphmemError
 
@@ -27,6 +27,9 @@ class MoleculeDataModule(L.LightningDataModule):
         num_workers: data loader workers.
         root: a folder holding ``moleculenet/<file>`` (defaults to ``$GRAPHMEM_DATA``, then
             the download cache).
+        task_names: the data set's task names where they are known without its file (graphmem
+            gives a checkpoint's here when it predicts, see :func:`graphmem.recipe.load_recipe`);
+            ``None`` takes them from the data set. The loaded file must have these tasks.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class MoleculeDataModule(L.LightningDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         root: str | None = None,
+        task_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -63,6 +67,10 @@ class MoleculeDataModule(L.LightningDataModule):
         graphs = self.molecules.graphs
         self.splits = {name: [graphs[i] for i in idx] for name, idx in
                        (("train", train), ("valid", valid), ("test", test))}
+        names = self.hparams.task_names
+        if names is not None and tuple(names) != self.molecules.tasks:
+            raise GraphmemError(f"{self.molecules.path or self.hparams.dataset} has the tasks "
+                                f"{list(self.molecules.tasks)}, not the task_names {list(names)}")
         for name in ("valid", "test"):
             self._check_two_classes(name)
         rank_zero_info(f"{self.molecules.summary()}; {self.hparams.split} split "
@@ -83,10 +91,19 @@ class MoleculeDataModule(L.LightningDataModule):
                             f"or larger --data.init_args.fractions for it")
 
     @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task names in the order of the model's outputs; before :meth:`setup`, without
+        reading more of the data file than its header (MoleculeNet names most sets' tasks)."""
+        if self.molecules is not None:
+            return self.molecules.tasks
+        if self.hparams.task_names is not None:
+            return tuple(self.hparams.task_names)
+        return moleculenet_tasks(self.hparams.dataset, self.hparams.root)
+
+    @property
     def num_tasks(self) -> int:
-        if self.molecules is None:
-            self.setup()
-        return len(self.molecules.tasks)
+        """The number of tasks, which sizes a recipe's model (see :class:`graphmem.recipe.GraphmemCLI`)."""
+        return len(self.tasks)
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
