@@ -102,6 +102,14 @@ class GraphmemCLI(LightningCLI):
             parser.link_arguments(f"data.{size}", f"model.init_args.model.init_args.{argument}",
                                   apply_on="instantiate")
 
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:
+            # graphmem prints the test results itself, in order (see test); `--verbose true` adds
+            # Lightning's table, which lists every metric alphabetically (test_roc_auc/0, /1, /10, ...)
+            self.parser.set_defaults({"test.verbose": False})
+
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         super().parse_arguments(parser, args)
         # LightningCLI reads the checkpoint's hyperparameters right after parsing: check it first
@@ -193,11 +201,22 @@ class GraphmemCLI(LightningCLI):
             raise GraphmemError(f"{type(self.datamodule).__name__} has no prediction data of its own; for "
                                 f"molecules, pass them with --smiles or --smiles_file (and --out)")
 
+    def test(self, **kwargs: Any) -> list[dict[str, float]]:
+        """``Trainer.test`` (what ``graphmem test`` and ``--test_after_fit`` run), ending with one line
+        of the overall test metrics in the order the task logged them; the task prints its
+        per-task or per-size metrics (``test_roc_auc/NR-AR``, ...) before, as a table in the data's
+        order."""
+        results = self.trainer.test(**kwargs)
+        overall = [f"{name} {value:.4f}" for outputs in results for name, value in outputs.items() if "/" not in name]
+        if overall:
+            rank_zero_info("test: " + ", ".join(overall))
+        return results
+
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") if callback is not None else ""
         if self.config[self.subcommand].get("test_after_fit"):
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if best else None)
+            self.test(model=self.model, datamodule=self.datamodule, ckpt_path="best" if best else None, verbose=False)
         if best:
             rank_zero_info(f"best checkpoint: {best}")
         if self.resumed_log and self.resumed_log[1] is not None:

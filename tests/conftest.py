@@ -1,4 +1,4 @@
-"""Shared fixtures: small molecule tables written to a temporary data folder."""
+"""Shared fixtures (small molecule tables written to a temporary data folder) and checks of what a run prints."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ def tox21_root(tmp_path: Path) -> Path:
     """A data folder holding a 240-molecule Tox21-shaped file with two unreadable rows."""
     write_tox21(tmp_path, molecule_table(240, bad=("C1CC(", "not a smiles")))
     return tmp_path
+
+
+def assert_graphmem_tables_only(capsys, caplog) -> None:
+    """The run printed graphmem's overall test line once, and not Lightning's table of every
+    test metric in alphabetic order."""
+    assert "DataLoader 0" not in capsys.readouterr().out + caplog.text
+    assert caplog.text.count("test: test_") == 1, caplog.text
+
+
+def rows_in_order(text: str, names: list[str]) -> bool:
+    """Whether the table rows ``| name |`` appear once each in ``text``, in the order of ``names``."""
+    positions = [text.find(f"| {name} |") for name in names]
+    return all(text.count(f"| {name} |") == 1 for name in names) and positions == sorted(positions)

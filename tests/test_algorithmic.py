@@ -14,6 +14,7 @@ from graphmem.data import AlgorithmicDataModule, associative_recall_batch, copy_
 from graphmem.data.algorithmic import repeat_count_code
 from graphmem.lit import SequenceTask, sequence_costs
 from graphmem.memory import NTM
+from tests.conftest import assert_graphmem_tables_only, rows_in_order
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -149,10 +150,11 @@ def test_compiled_ntm_step_matches_eager():
 
 
 @pytest.mark.parametrize("recipe, sizes, keys", [
-    ("ntm_repeat_copy", "[[2, 3], 4]", {"2x3", "4"}),  # a fixed count, and a count from the training range
-    ("ntm_associative_recall", "[3, 12]", {"3", "12"}),  # item counts, not the 3 scored answer steps
+    ("ntm_repeat_copy", "[[2, 3], 4]", ["2x3", "4"]),  # a fixed count, and a count from the training range
+    ("ntm_associative_recall", "[3, 12]", ["3", "12"]),  # item counts, not the 3 scored answer steps
 ])
-def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path):
+def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path, capsys, caplog):
+    caplog.set_level("INFO")
     cli = main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--trainer.max_epochs", "1",
                 "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
@@ -163,6 +165,10 @@ def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path):
     assert (cell.input_size, cell.output_size) == (dm.input_size, dm.output_size)  # the recipe fits its data
     metrics = cli.trainer.callback_metrics
     logged = {name.split("/", 1)[1] for name in metrics if name.startswith("test_bit_error_rate/")}
-    assert logged == keys
+    assert logged == set(keys)
+    # once, at the end of test, in the order of test_sizes (Lightning's table put 12 before 3)
+    assert caplog.text.count("test bit error rate per size:") == 1
+    assert rows_in_order(caplog.text, keys)
+    assert_graphmem_tables_only(capsys, caplog)
     assert all(0 <= float(metrics[f"test_bit_error_rate/{key}"]) <= 1 for key in keys)
     assert float(metrics["test_cost"]) > 0 and list(tmp_path.rglob("best-*.ckpt"))

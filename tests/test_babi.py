@@ -15,6 +15,7 @@ from graphmem.data.babi import babi_relative_path
 from graphmem.lit import error_table
 from graphmem.models import NTMQA, MemoryNetwork, position_encoding
 from graphmem.models.sentence_encoding import unique_sentences
+from tests.conftest import assert_graphmem_tables_only, rows_in_order
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 MIRROR = Path(os.environ.get("GRAPHMEM_DATA", "/nonexistent")) / "babi" / "tasks_1-20_v1-2"
@@ -193,22 +194,29 @@ def test_error_table_counts_failures():
 
 
 @pytest.mark.parametrize("recipe", ["babi_memn2n", "babi_memn2n_paper", "babi_memn2n_10k", "babi_ntm"])
-def test_recipe_smoke(recipe, tmp_path):
+def test_recipe_smoke(recipe, tmp_path, capsys, caplog):
     size = "10k" if recipe.endswith("10k") else "1k"
-    for task in (1, 2):
+    for task in (1, 2, 10):
         write_task(tmp_path, task, "train", STORY * 8, size)
         write_task(tmp_path, task, "test", STORY * 2, size)
-    cli = main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--data.init_args.tasks", "[1, 2]",
+    caplog.set_level("INFO")
+    cli = main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--data.init_args.tasks", "[10, 1, 2]",
                 "--data.init_args.root", str(tmp_path), "--data.init_args.batch_size", "8",
                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
                 "false", "--trainer.default_root_dir", str(tmp_path / "run"),
                 "--trainer.logger.init_args.save_dir", str(tmp_path / "run")])
     metrics = cli.trainer.callback_metrics
-    assert {"test_error/qa1", "test_error/qa2", "test_mean_error", "test_failed_tasks"} <= set(metrics)
+    assert {"test_error/qa1", "test_error/qa2", "test_error/qa10", "test_mean_error", "test_failed_tasks"} <= set(metrics)
     with open(Path(cli.trainer.log_dir) / "per_task_error.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [row["task"] for row in rows] == ["1", "2"]
-    assert float(metrics["test_mean_error"]) == pytest.approx(sum(float(r["error"]) for r in rows) / 2, abs=1e-4)
+    assert [row["task"] for row in rows] == ["1", "2", "10"]
+    assert float(metrics["test_mean_error"]) == pytest.approx(sum(float(r["error"]) for r in rows) / 3, abs=1e-4)
+    # the printed table: by task name in numeric order, with the mean and the failed count, once
+    assert_graphmem_tables_only(capsys, caplog)
+    assert caplog.text.count("per-task test error:") == 1
+    assert rows_in_order(caplog.text, ["qa1", "qa2", "qa10", "mean"])
+    assert f"| mean | {100 * float(metrics['test_mean_error']):.1f} | {int(metrics['test_failed_tasks'])} failed |" \
+        in caplog.text
 
 
 def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():

@@ -18,7 +18,9 @@ from torch_geometric.data import Batch
 
 import graphmem.recipe as recipe_module
 from graphmem.cli import main
+from graphmem.data.molecule import TOX21_TASKS
 from graphmem.recipe import DATA_SIZES, RECIPES_DIR, load_recipe
+from tests.conftest import assert_graphmem_tables_only, rows_in_order
 
 MIRROR = os.environ.get("GRAPHMEM_DATA")
 needs_mirror = pytest.mark.skipif(not MIRROR, reason="needs the offline mirror ($GRAPHMEM_DATA)")
@@ -112,7 +114,7 @@ def test_a_wrong_model_size_is_replaced_by_the_data_s(recipe: str, tox21_root: P
     assert tuple(produced.shape) == needed
 
 
-def test_a_run_saved_before_sizes_were_linked_still_loads(tmp_path: Path, recwarn):
+def test_a_run_saved_before_sizes_were_linked_still_loads(tmp_path: Path, recwarn, capsys, caplog):
     # earlier runs saved the sizes in their config.yaml beside the checkpoint; they agree with the data
     old = yaml.safe_load((RECIPES_DIR / "karate_gat.yaml").read_text())
     old["model"]["init_args"]["model"]["init_args"].update(in_channels=34, num_classes=2)
@@ -121,8 +123,11 @@ def test_a_run_saved_before_sizes_were_linked_still_loads(tmp_path: Path, recwar
     main(["fit", "--config", str(config), "--trainer.max_epochs", "2", "--test_after_fit", "false",
           "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)])
     checkpoint = str(next(tmp_path.rglob("*.ckpt")))
+    capsys.readouterr()
+    caplog.set_level("INFO")
     tested = main(["test", "--config", str(config), "--ckpt_path", checkpoint, "--trainer.logger", "false",
                    "--trainer.default_root_dir", str(tmp_path)])
+    assert_graphmem_tables_only(capsys, caplog)
     loaded = load_recipe(str(RECIPES_DIR / "karate_gat.yaml"), checkpoint)
     for (name, weight), (_, same) in zip(tested.model.state_dict().items(), loaded.model.state_dict().items()):
         assert torch.equal(weight, same), name
@@ -143,8 +148,10 @@ def _fit(recipe: str, tmp_path: Path, *overrides: str):
 
 @needs_mirror
 @pytest.mark.parametrize("name", SMOKE)
-def test_recipe_runs(name: str, tmp_path: Path):
+def test_recipe_runs(name: str, tmp_path: Path, capsys, caplog):
+    caplog.set_level("INFO")
     cli = _fit(name, tmp_path)
+    assert_graphmem_tables_only(capsys, caplog)
     metrics = cli.trainer.callback_metrics
     metric = "test_roc_auc" if "test_roc_auc" in metrics else "test_acc"
     assert 0.0 <= float(metrics[metric]) <= 1.0
@@ -152,9 +159,13 @@ def test_recipe_runs(name: str, tmp_path: Path):
 
 
 @pytest.mark.parametrize("name", ["tox21_gat_scaffold", "tox21_gat_hopfield"])
-def test_tox21_variant_runs(name: str, tox21_root: Path, tmp_path: Path):
+def test_tox21_variant_runs(name: str, tox21_root: Path, tmp_path: Path, capsys, caplog):
+    caplog.set_level("INFO")
     cli = _fit(name, tmp_path, "--data.init_args.root", str(tox21_root))
     assert 0.0 <= float(cli.trainer.callback_metrics["test_roc_auc"]) <= 1.0
+    assert_graphmem_tables_only(capsys, caplog)
+    assert caplog.text.count("per-task test ROC-AUC:") == 1
+    assert rows_in_order(caplog.text, [*TOX21_TASKS, "mean"])  # the data set's order, not alphabetic
 
 
 class _FakeTensorBoard(Logger):

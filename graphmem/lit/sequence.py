@@ -8,6 +8,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from graphmem.data.algorithmic import Batch
@@ -29,6 +30,13 @@ def sequence_costs(logits: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tenso
     return bits, errors
 
 
+def bit_error_table(rates: dict[str, float]) -> str:
+    """A Markdown table of test bit error rate per test size, in the given order (the data's ``test_sizes``)."""
+    rows = ["| size | bit error rate (%) |", "| --- | ---: |"]
+    rows += [f"| {size} | {100 * rate:.2f} |" for size, rate in rates.items()]
+    return "test bit error rate per size:\n" + "\n".join(rows)
+
+
 class SequenceTask(L.LightningModule):
     """Trains a sequence model ``(T, B, I) -> (T, B, O)`` logits on bit-sequence tasks.
 
@@ -36,7 +44,9 @@ class SequenceTask(L.LightningModule):
     (wrong bits per sequence) and, in test, ``test_bit_error_rate/<size>`` for each test batch:
     ``<size>`` is the label a test batch carries as a fourth element (the task's size:
     ``30`` for copy length 30, ``12`` for 12 recall items, ``20x10`` for repeat copy), or else the
-    number of scored steps. Gradients are clipped by the trainer (``gradient_clip_val`` in the recipe).
+    number of scored steps. The test ends by printing these rates as a table, one row per size in
+    the order of the test batches (:class:`graphmem.data.AlgorithmicDataModule`'s ``test_sizes``).
+    Gradients are clipped by the trainer (``gradient_clip_val`` in the recipe).
 
     Args:
         model: e.g. :class:`graphmem.memory.NTM` (time-first).
@@ -55,6 +65,7 @@ class SequenceTask(L.LightningModule):
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
+        self._test_rates: dict[str, list[float]] = {}  # size -> bit error rate of each of its batches
 
     def forward(self, inputs: Tensor) -> Tensor:
         out = self.model(inputs)
@@ -75,6 +86,9 @@ class SequenceTask(L.LightningModule):
         self.log("val_cost", bits, prog_bar=True, batch_size=inputs.size(1))
         self.log("val_bit_errors", errors, batch_size=inputs.size(1))
 
+    def on_test_epoch_start(self) -> None:
+        self._test_rates = {}
+
     def test_step(self, batch: Batch | tuple[Tensor, Tensor, Tensor, str], batch_idx: int) -> None:
         inputs, targets, mask, *label = batch
         bits, errors = sequence_costs(self(inputs), targets, mask)
@@ -82,8 +96,14 @@ class SequenceTask(L.LightningModule):
         # the scored steps name a copy length, but not a recall item count (always one item is
         # answered) nor a repeat copy size (length x repeats + 1): the data names those
         size = label[0] if label else int(mask.sum(0)[0])
+        rate = errors / scored_bits
         self.log("test_cost", bits, batch_size=inputs.size(1))
-        self.log(f"test_bit_error_rate/{size}", errors / scored_bits, batch_size=inputs.size(1))
+        self.log(f"test_bit_error_rate/{size}", rate, batch_size=inputs.size(1))
+        self._test_rates.setdefault(str(size), []).append(float(rate))
+
+    def on_test_epoch_end(self) -> None:
+        if self._test_rates:
+            rank_zero_info(bit_error_table({size: sum(rates) / len(rates) for size, rates in self._test_rates.items()}))
 
     def configure_optimizers(self):
         kind = torch.optim.Adam if self.hparams.optimizer == "adam" else GravesRMSprop
