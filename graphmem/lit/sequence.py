@@ -33,7 +33,8 @@ class SequenceTask(L.LightningModule):
     """Trains a sequence model ``(T, B, I) -> (T, B, O)`` logits on bit-sequence tasks.
 
     Logs ``{train,val}_cost`` (bits per sequence, the NTM paper's cost), ``{val,test}_bit_errors``
-    (wrong bits per sequence) and, in test, ``test_bit_error_rate/<size>`` for each test batch:
+    (wrong bits per sequence) and, in test, ``test_cost/<size>`` (bits per sequence) and
+    ``test_bit_error_rate/<size>`` for each test batch:
     ``<size>`` is the label a test batch carries as a fourth element (the task's size:
     ``30`` for copy length 30, ``12`` for 12 recall items, ``20x10`` for repeat copy), or else the
     number of scored steps. Gradients are clipped by the trainer (``gradient_clip_val`` in the recipe).
@@ -83,6 +84,7 @@ class SequenceTask(L.LightningModule):
         # answered) nor a repeat copy size (length x repeats + 1): the data names those
         size = label[0] if label else int(mask.sum(0)[0])
         self.log("test_cost", bits, batch_size=inputs.size(1))
+        self.log(f"test_cost/{size}", bits, batch_size=inputs.size(1))
         self.log(f"test_bit_error_rate/{size}", errors / scored_bits, batch_size=inputs.size(1))
 
     def configure_optimizers(self):
