@@ -136,7 +136,7 @@ def test_ntm_trains_on_copy(tmp_path):
     last = trainer.validate(model, dm, verbose=False)[0]["val_cost"]
     assert last < first
     result = trainer.test(model, dm, verbose=False)[0]
-    assert "test_bit_error_rate/3" in result
+    assert "test_bit_error_rate/3" in result and "test_cost/3" in result
 
 
 @pytest.mark.slow
@@ -167,7 +167,7 @@ def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path, capsys, caplog):
     logged = {name.split("/", 1)[1] for name in metrics if name.startswith("test_bit_error_rate/")}
     assert logged == set(keys)
     # once, at the end of test, in the order of test_sizes (Lightning's table put 12 before 3)
-    assert caplog.text.count("test bit error rate per size:") == 1
+    assert caplog.text.count("test cost and bit error rate per size:") == 1
     assert rows_in_order(caplog.text, keys)
     assert_graphmem_tables_only(capsys, caplog)
     assert all(0 <= float(metrics[f"test_bit_error_rate/{key}"]) <= 1 for key in keys)

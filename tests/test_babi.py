@@ -12,8 +12,8 @@ import torch
 from graphmem.cli import main
 from graphmem.data import BabiDataModule, BabiFormatError, DataFileError, load_babi, parse_babi
 from graphmem.data.babi import babi_relative_path
-from graphmem.lit import error_table
-from graphmem.models import NTMQA, MemoryNetwork, position_encoding
+from graphmem.lit import QATask, error_table
+from graphmem.models import NTMQA, MemoryNetwork, SentenceEncoder, position_encoding
 from graphmem.models.sentence_encoding import unique_sentences
 from tests.conftest import assert_graphmem_tables_only, rows_in_order
 
@@ -121,6 +121,38 @@ def test_position_encoding_matches_the_paper():
     assert torch.allclose(position_encoding(words, d), expected)
 
 
+def test_centred_position_encoding_matches_the_authors_code():
+    words = torch.tensor([[5, 7, 9, 0, 0]])  # J is the padded width, 5, for every sentence
+    d = 4
+    expected = torch.zeros(1, 5, d)
+    for j in range(1, 4):
+        for k in range(1, d + 1):
+            expected[0, j - 1, k - 1] = 1 + 4 * (k - (d + 1) / 2) * (j - (5 + 1) / 2) / (d * 5)
+    assert torch.allclose(position_encoding(words, d, "centred"), expected)
+    encoder = SentenceEncoder(10, d, position="centred")
+    by_hand = (encoder.embedding.weight[words] * expected).sum(-2)
+    assert torch.allclose(encoder(words), by_hand)
+    with pytest.raises(ValueError, match="unknown position encoding"):
+        SentenceEncoder(10, d, position="sinusoidal")
+
+
+def test_linear_start_lr_is_a_phase_of_its_own():
+    # the MemN2N code: 30 epochs of linear start at 0.005, then 0.01 halved every 15 epochs
+    task = QATask(MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1), lr=0.01, lr_decay_every=15,
+                  linear_start_epochs=30, linear_start_lr=0.005)
+    scheduler = task.configure_optimizers()["lr_scheduler"]
+    lrs = []
+    for _ in range(80):
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.step()
+    assert lrs[0] == lrs[29] == 0.005
+    assert lrs[30] == lrs[44] == 0.01 and lrs[45] == 0.005 and lrs[60] == 0.0025
+    # without linear_start_lr one schedule runs from the first epoch, as before
+    plain = QATask(MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1), lr=0.01, lr_decay_every=15,
+                   linear_start_epochs=30)
+    assert [plain.lr_factor(e) for e in (0, 14, 15, 30)] == [1.0, 1.0, 0.5, 0.25]
+
+
 def test_unique_sentences_round_trips():
     words = torch.randint(0, 3, (200, 9))
     unique, inverse = unique_sentences(words, 3)
@@ -220,8 +252,6 @@ def test_recipe_smoke(recipe, tmp_path, capsys, caplog):
 
 
 def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():
-    from graphmem.lit import QATask
-
     task = QATask(MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1), optimizer="sgd", clip_per_parameter=40.0)
     parameters = list(task.parameters())
     big, small = parameters[0], parameters[1]
@@ -234,8 +264,6 @@ def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():
 
 
 def test_sum_reduction_scales_the_training_loss_by_the_batch():
-    from graphmem.lit import QATask
-
     torch.manual_seed(0)
     model = MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1, noise=0.0)
     story, question = torch.randint(1, 15, (6, 3, 5)), torch.randint(1, 15, (6, 5))

@@ -48,6 +48,10 @@ class QATask(L.LightningModule):
         lr_decay_every: halve the learning rate every this many epochs (``0``: never).
         linear_start_epochs: train this many first epochs with the model's ``linear_start``
             set (MemN2N's softmax-free start); ignored for models without one.
+        linear_start_lr: the learning rate during linear start, as a phase of its own: the
+            ordinary schedule (``lr``, halved every ``lr_decay_every``) starts when it ends, as in
+            the MemN2N code (30 epochs at 0.005, then 60 at 0.01). ``None``: one schedule from
+            the first epoch, linear start included.
         failure_threshold: error above which a task counts as failed.
         optimizer: ``"adam"`` or ``"sgd"`` (plain, no momentum).
         loss_reduction: the training loss over a batch, ``"mean"`` or ``"sum"``.
@@ -55,7 +59,7 @@ class QATask(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, lr: float = 0.01, lr_decay_every: int = 25,
-                 linear_start_epochs: int = 0, failure_threshold: float = 0.05,
+                 linear_start_epochs: int = 0, linear_start_lr: float | None = None, failure_threshold: float = 0.05,
                  optimizer: Literal["adam", "sgd"] = "adam", loss_reduction: Literal["mean", "sum"] = "mean",
                  clip_per_parameter: float | None = None) -> None:
         super().__init__()
@@ -63,6 +67,8 @@ class QATask(L.LightningModule):
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         if loss_reduction not in ("mean", "sum"):
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        if linear_start_lr is not None and linear_start_lr <= 0:
+            raise ValueError(f"linear_start_lr must be positive, got {linear_start_lr}")
         if clip_per_parameter is not None and clip_per_parameter <= 0:
             raise ValueError(f"clip_per_parameter must be positive, got {clip_per_parameter}")
         self.save_hyperparameters(ignore=["model"])
@@ -142,9 +148,19 @@ class QATask(L.LightningModule):
                 writer.writerow(["task", "error", "failed"])
                 writer.writerows([task, f"{error:.4f}", int(error > threshold)] for task, error in errors.items())
 
+    def lr_factor(self, epoch: int) -> float:
+        """The learning rate of ``epoch`` as a multiple of ``lr``."""
+        decay_every, start, start_lr = (self.hparams.lr_decay_every, self.hparams.linear_start_epochs,
+                                        self.hparams.get("linear_start_lr"))
+        if start_lr is not None:
+            if epoch < start:
+                return start_lr / self.hparams.lr
+            epoch -= start
+        return 0.5 ** (epoch // decay_every) if decay_every else 1.0
+
     def configure_optimizers(self):
         optimizer = OPTIMIZERS[self.hparams.optimizer](self.parameters(), lr=self.hparams.lr)
-        if not self.hparams.lr_decay_every:
+        if not self.hparams.lr_decay_every and self.hparams.get("linear_start_lr") is None:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.hparams.lr_decay_every, gamma=0.5)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -30,21 +30,23 @@ def sequence_costs(logits: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tenso
     return bits, errors
 
 
-def bit_error_table(rates: dict[str, float]) -> str:
-    """A Markdown table of test bit error rate per test size, in the given order (the data's ``test_sizes``)."""
-    rows = ["| size | bit error rate (%) |", "| --- | ---: |"]
-    rows += [f"| {size} | {100 * rate:.2f} |" for size, rate in rates.items()]
-    return "test bit error rate per size:\n" + "\n".join(rows)
+def size_table(scores: dict[str, tuple[float, float]]) -> str:
+    """A Markdown table of test cost (bits per sequence) and bit error rate per test size, in the
+    given order (the data's ``test_sizes``)."""
+    rows = ["| size | cost (bits/seq) | bit error rate (%) |", "| --- | ---: | ---: |"]
+    rows += [f"| {size} | {cost:.3f} | {100 * rate:.2f} |" for size, (cost, rate) in scores.items()]
+    return "test cost and bit error rate per size:\n" + "\n".join(rows)
 
 
 class SequenceTask(L.LightningModule):
     """Trains a sequence model ``(T, B, I) -> (T, B, O)`` logits on bit-sequence tasks.
 
     Logs ``{train,val}_cost`` (bits per sequence, the NTM paper's cost), ``{val,test}_bit_errors``
-    (wrong bits per sequence) and, in test, ``test_bit_error_rate/<size>`` for each test batch:
+    (wrong bits per sequence) and, in test, ``test_cost/<size>`` (bits per sequence) and
+    ``test_bit_error_rate/<size>`` for each test batch:
     ``<size>`` is the label a test batch carries as a fourth element (the task's size:
     ``30`` for copy length 30, ``12`` for 12 recall items, ``20x10`` for repeat copy), or else the
-    number of scored steps. The test ends by printing these rates as a table, one row per size in
+    number of scored steps. The test ends by printing both as a table, one row per size in
     the order of the test batches (:class:`graphmem.data.AlgorithmicDataModule`'s ``test_sizes``).
     Gradients are clipped by the trainer (``gradient_clip_val`` in the recipe).
 
@@ -65,7 +67,7 @@ class SequenceTask(L.LightningModule):
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
-        self._test_rates: dict[str, list[float]] = {}  # size -> bit error rate of each of its batches
+        self._test_scores: dict[str, list[tuple[float, float]]] = {}  # size -> (cost, bit error rate) per batch
 
     def forward(self, inputs: Tensor) -> Tensor:
         out = self.model(inputs)
@@ -87,7 +89,7 @@ class SequenceTask(L.LightningModule):
         self.log("val_bit_errors", errors, batch_size=inputs.size(1))
 
     def on_test_epoch_start(self) -> None:
-        self._test_rates = {}
+        self._test_scores = {}
 
     def test_step(self, batch: Batch | tuple[Tensor, Tensor, Tensor, str], batch_idx: int) -> None:
         inputs, targets, mask, *label = batch
@@ -98,12 +100,14 @@ class SequenceTask(L.LightningModule):
         size = label[0] if label else int(mask.sum(0)[0])
         rate = errors / scored_bits
         self.log("test_cost", bits, batch_size=inputs.size(1))
+        self.log(f"test_cost/{size}", bits, batch_size=inputs.size(1))
         self.log(f"test_bit_error_rate/{size}", rate, batch_size=inputs.size(1))
-        self._test_rates.setdefault(str(size), []).append(float(rate))
+        self._test_scores.setdefault(str(size), []).append((float(bits), float(rate)))
 
     def on_test_epoch_end(self) -> None:
-        if self._test_rates:
-            rank_zero_info(bit_error_table({size: sum(rates) / len(rates) for size, rates in self._test_rates.items()}))
+        if self._test_scores:
+            rank_zero_info(size_table({size: tuple(sum(column) / len(scores) for column in zip(*scores))
+                                       for size, scores in self._test_scores.items()}))
 
     def configure_optimizers(self):
         kind = torch.optim.Adam if self.hparams.optimizer == "adam" else GravesRMSprop

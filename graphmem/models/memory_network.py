@@ -37,7 +37,9 @@ class MemoryNetwork(nn.Module):
         hops: ``K``.
         memory_size: statements per story the temporal encoding tells apart (older ones share
             the last age).
-        position_encoding: weight words by position (PE); else a bag of words.
+        position_encoding: weight words by position (PE): ``"paper"`` (also ``True``), ``"centred"``
+            (the authors' code), ``"none"`` (also ``False``, a bag of words); see
+            :func:`~graphmem.models.sentence_encoding.position_encoding`.
         temporal_encoding: add :math:`T(i)` to keys and values.
         noise: random noise (RN): in training, each statement is followed by this many empty
             memories on average, which shifts the ages so that :math:`T` does not overfit.
@@ -55,7 +57,7 @@ class MemoryNetwork(nn.Module):
         embedding_dim: int = 50,
         hops: int = 3,
         memory_size: int = 50,
-        position_encoding: bool = True,
+        position_encoding: bool | str = True,
         temporal_encoding: bool = True,
         noise: float = 0.1,
     ) -> None:

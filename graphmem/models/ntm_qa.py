@@ -26,7 +26,8 @@ class NTMQA(nn.Module):
     Args:
         vocab_size: word ids ``0 .. vocab_size - 1`` (0 = padding); also the answer classes.
         embedding_dim: size of a sentence vector.
-        position_encoding: position-weighted (PE) or plain bag of words.
+        position_encoding: ``"paper"``/``True``, ``"centred"`` or ``"none"``/``False`` (bag of
+            words), see :class:`~graphmem.models.SentenceEncoder`.
         compile_step: compile the NTM's step (see :class:`graphmem.memory.NTM`).
         **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
             ``memory_width``, ``controller_size``, heads, ...).
@@ -37,7 +38,7 @@ class NTMQA(nn.Module):
         - output: answer logits ``(B, V)``
     """
 
-    def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool = True,
+    def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool | str = True,
                  compile_step: bool = False, **ntm_options) -> None:
         super().__init__()
         self.vocab_size = vocab_size

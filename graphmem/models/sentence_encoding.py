@@ -8,24 +8,43 @@ import torch
 from torch import Tensor, nn
 
 
-def position_encoding(words: Tensor, dim: int) -> Tensor:
-    r"""Position weights of Sukhbaatar et al. (2015), section 4.1, one row per word.
+POSITION_ENCODINGS: tuple[str, ...] = ("paper", "centred", "none")
+
+
+def position_encoding(words: Tensor, dim: int, kind: str = "paper") -> Tensor:
+    r"""Position weights of end-to-end memory networks, one row per word.
+
+    ``"paper"``, Sukhbaatar et al. (2015), section 4.1, for word :math:`j = 1..J` of a sentence of
+    :math:`J` words (padding excluded) and dimension :math:`k = 1..d`:
 
     .. math::
         l_{kj} = (1 - j/J) - (k/d)(1 - 2j/J)
 
-    for word :math:`j = 1..J` of a sentence of :math:`J` words (padding excluded) and
-    dimension :math:`k = 1..d`. Word order then changes the sentence vector, which a plain
-    bag of words cannot see ("Mary gave John the apple" vs "John gave Mary the apple").
+    ``"centred"``, the form in the authors' code (MemN2N-babi-matlab) behind the published
+    results, with :math:`J` the padded sentence width ``W``, the same for every sentence:
+
+    .. math::
+        l_{kj} = 1 + 4\,(k - (d+1)/2)\,(j - (J+1)/2) / (d J)
+
+    Its weights stay near 1 (the paper's fall to 0 at the first word's low dimensions), so a
+    sentence vector keeps the scale of a bag of words. Either way word order changes the
+    sentence vector, which a plain bag of words cannot see ("Mary gave John the apple" vs
+    "John gave Mary the apple").
 
     ``words`` ``(..., W)`` word ids, 0 = padding, words packed at the front; returns
     ``(..., W, d)`` weights, zero at padded positions.
     """
     present = words.ne(0)
-    length = present.sum(-1, keepdim=True).clamp_min(1).unsqueeze(-1).to(torch.float32)  # J, (..., 1, 1)
     j = torch.arange(1, words.size(-1) + 1, device=words.device, dtype=torch.float32).view(-1, 1)
     k = torch.arange(1, dim + 1, device=words.device, dtype=torch.float32)
-    weights = (1 - j / length) - (k / dim) * (1 - 2 * j / length)
+    if kind == "centred":
+        width = words.size(-1)
+        weights = 1 + 4 * (k - (dim + 1) / 2) * (j - (width + 1) / 2) / (dim * width)
+    elif kind == "paper":
+        length = present.sum(-1, keepdim=True).clamp_min(1).unsqueeze(-1).to(torch.float32)  # J, (..., 1, 1)
+        weights = (1 - j / length) - (k / dim) * (1 - 2 * j / length)
+    else:
+        raise ValueError(f"position encoding {kind!r} has no weights; choose one of {POSITION_ENCODINGS[:2]}")
     return weights * present.unsqueeze(-1)
 
 
@@ -57,21 +76,24 @@ class SentenceEncoder(nn.Module):
     .. math::
         m = \sum_j l_j \odot E x_j
 
-    with :math:`l_j` from :func:`position_encoding` (``position=True``) or :math:`l_j = 1`
-    (bag of words).
+    with :math:`l_j` from :func:`position_encoding` or :math:`l_j = 1` (bag of words).
 
     Args:
         vocab_size: word ids ``0 .. vocab_size - 1``; id 0 is padding and embeds to zero.
         dim: ``d``, the embedding size.
-        position: weight words by position (PE) instead of a plain sum (BoW).
+        position: the position encoding (PE): ``"paper"`` (also ``True``), ``"centred"`` (the
+            authors' code), or ``"none"`` (also ``False``: a plain sum, BoW).
 
     Shapes:
         - input: ``(..., W)`` word ids
         - output: ``(..., d)``
     """
 
-    def __init__(self, vocab_size: int, dim: int, position: bool = True) -> None:
+    def __init__(self, vocab_size: int, dim: int, position: bool | str = True) -> None:
         super().__init__()
+        position = {True: "paper", False: "none"}.get(position, position)
+        if position not in POSITION_ENCODINGS:
+            raise ValueError(f"unknown position encoding {position!r}; choose one of {POSITION_ENCODINGS}")
         self.position = position
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.reset_parameters()
@@ -84,9 +106,9 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, words: Tensor) -> Tensor:
         embedded = self.embedding(words)
-        if self.position:
-            embedded = embedded * position_encoding(words, embedded.size(-1)).to(embedded.dtype)
+        if self.position != "none":
+            embedded = embedded * position_encoding(words, embedded.size(-1), self.position).to(embedded.dtype)
         return embedded.sum(-2)
 
     def extra_repr(self) -> str:
-        return f"{self.embedding.num_embeddings}, {self.embedding.embedding_dim}, position={self.position}"
+        return f"{self.embedding.num_embeddings}, {self.embedding.embedding_dim}, position={self.position!r}"
