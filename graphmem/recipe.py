@@ -72,6 +72,31 @@ def check_data_matches(ckpt_path: str | os.PathLike | None, datamodule: Lightnin
                             f"loads {describe(recipe)}; use the recipe the checkpoint was trained with")
 
 
+def check_weights_fit(ckpt_path: str | os.PathLike | None, model: torch.nn.Module,
+                      config: str) -> dict[str, torch.Tensor] | None:
+    """The checkpoint's weights, once they are known to fit ``model`` tensor for tensor; raises
+    :class:`GraphmemError` naming the first that do not. ``None`` for no checkpoint, a Lightning
+    keyword, or a checkpoint that holds objects beyond tensors (not written by graphmem)."""
+    if ckpt_path is None or not Path(ckpt_path).is_file():
+        return None
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]
+    except pickle.UnpicklingError:
+        return None
+    own = model.state_dict()
+    misfits = [f"{name} is {tuple(value.shape)} in the checkpoint, {tuple(own[name].shape)} in the model"
+               for name, value in state.items() if name in own and own[name].shape != value.shape]
+    misfits += [f"{name} is missing from the checkpoint" for name in own if name not in state]
+    misfits += [f"{name} is not in the model" for name in state if name not in own]
+    if misfits:
+        raise GraphmemError(f"checkpoint {ckpt_path} does not fit the model that {config} builds "
+                            f"({'; '.join(misfits[:3])}); the sizes its data knows come from the data (so bAbI "
+                            f"checkpoints trained with the earlier vocab_size 180 do not load); for the others "
+                            f"use the config saved with the run (config.yaml beside lightning_logs) or the "
+                            f"overrides it was trained with (after -- for predict and plot)")
+    return state
+
+
 def _newest_checkpoint(folder: Path) -> Path | None:
     checkpoints = sorted(folder.rglob("*.ckpt"), key=lambda path: path.stat().st_mtime)
     return checkpoints[-1] if checkpoints else None
@@ -175,8 +200,11 @@ class GraphmemCLI(LightningCLI):
         return trainer
 
     def _check_data(self) -> None:
+        """Refuses a ``--ckpt_path`` of other data than the recipe's, or whose weights do not fit its model."""
         configs = self.config[self.subcommand].get("config") or ["the recipe"]
-        check_data_matches(self.config[self.subcommand].get("ckpt_path"), self.datamodule, str(configs[0]))
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        check_data_matches(ckpt_path, self.datamodule, str(configs[0]))
+        check_weights_fit(ckpt_path, self.model, str(configs[0]))
 
     def before_fit(self) -> None:
         self._check_data()
@@ -258,13 +286,9 @@ def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[s
                       run=False, save_config_callback=None)  # a loaded recipe writes nothing beside its runs
     if ckpt_path:
         check_data_matches(ckpt_path, cli.datamodule, config)
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
-        try:
-            cli.model.load_state_dict(state)
-        except RuntimeError as error:  # torch lists every mismatched tensor: keep the first lines
-            detail = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-            raise GraphmemError(f"checkpoint {ckpt_path} does not fit the model that {config} builds "
-                                f"({detail}); "
-                                f"use the config saved with the run (config.yaml beside lightning_logs) or pass "
-                                f"the overrides it was trained with after --") from error
+        state = check_weights_fit(ckpt_path, cli.model, config)
+        if state is None:
+            raise GraphmemError(f"checkpoint {ckpt_path} holds objects beyond tensors, which graphmem does not "
+                                f"unpickle; pass a checkpoint that a graphmem run wrote")
+        cli.model.load_state_dict(state)
     return cli

@@ -124,6 +124,20 @@ def test_ckpt_path_last_resumes_the_newest_run_in_its_folder(tmp_path):
     assert sorted(log.dropna(subset=["val_loss"]).epoch.unique()) == list(range(6))  # one log, every epoch
 
 
+@pytest.mark.parametrize("command", ["test", "fit"])
+def test_checkpoint_of_another_model_shape_is_one_line(tmp_path, monkeypatch, capsys, command):
+    # the model's sizes come from the data; a checkpoint of other sizes (an earlier bAbI vocab_size)
+    # or of other recipe values would else end in Lightning's traceback of every mismatched tensor
+    _karate(tmp_path / "run", 1)
+    checkpoint = next((tmp_path / "run").rglob("*.ckpt"))
+    code, err = _shell(monkeypatch, capsys, command, "--config", KARATE, "--ckpt_path", str(checkpoint),
+                       "--model.init_args.model.init_args.hidden_channels", "8", "--trainer.logger", "false",
+                       "--trainer.default_root_dir", str(tmp_path / "again"))
+    assert code == 2
+    assert f"checkpoint {checkpoint} does not fit the model" in err
+    assert "model.stack.convs.0.bias is (16,) in the checkpoint, (32,) in the model" in err
+
+
 # 4. SIGTERM during fit ------------------------------------------------------------------------
 
 class SendSigterm(L.Callback):
