@@ -162,7 +162,7 @@ def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path, capsys, caplog):
                 "--model.init_args.model.init_args.compile_step", "false",
                 "--model.init_args.model.init_args.memory_size", "16", "--data.init_args.test_sizes", sizes])
     cell, dm = cli.model.model.cell, cli.datamodule
-    assert (cell.input_size, cell.output_size) == (dm.input_size, dm.output_size)  # the recipe fits its data
+    assert (cell.input_size, cell.output_size) == (dm.input_size, dm.output_size)  # sized by its data
     metrics = cli.trainer.callback_metrics
     logged = {name.split("/", 1)[1] for name in metrics if name.startswith("test_bit_error_rate/")}
     assert logged == set(keys)

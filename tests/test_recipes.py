@@ -114,6 +114,17 @@ def test_a_wrong_model_size_is_replaced_by_the_data_s(recipe: str, tox21_root: P
     assert tuple(produced.shape) == needed
 
 
+def test_a_model_without_a_size_argument_takes_the_others(tmp_path: Path):
+    # PyG's GAT takes in_channels but no num_classes (its out_channels is the recipe's to give)
+    recipe = yaml.safe_load((RECIPES_DIR / "karate_gat.yaml").read_text())
+    recipe["model"]["init_args"]["model"] = {"class_path": "torch_geometric.nn.models.GAT", "init_args": {
+        "hidden_channels": 8, "num_layers": 2, "out_channels": 2}}
+    config = tmp_path / "pyg_gat.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    cli = load_recipe(str(config))
+    assert tuple(cli.model(cli.datamodule.data).shape) == (34, 2)
+
+
 def test_a_run_saved_before_sizes_were_linked_still_loads(tmp_path: Path, recwarn, capsys, caplog):
     # earlier runs saved the sizes in their config.yaml beside the checkpoint; they agree with the data
     old = yaml.safe_load((RECIPES_DIR / "karate_gat.yaml").read_text())
