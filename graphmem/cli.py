@@ -3,7 +3,7 @@
     graphmem fit --config recipes/tox21_gat.yaml          # train (and test, if the recipe says so)
     graphmem test --config recipes/tox21_gat.yaml --ckpt_path path/to/best.ckpt
     graphmem fit --config recipes/tox21_gat.yaml --ckpt_path last   # resume the newest run
-    graphmem fit --config recipes/tox21_gat.yaml --ensemble 3       # 3 models, seeds 0, 1, 2 (graphmem.ensemble)
+    graphmem fit --config recipes/tox21_gat.yaml --ensemble 3       # 3 models, seeds 0-2 (graphmem.ensemble)
     graphmem recipes                                     # list the recipes
     graphmem plot molecule --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO --out a.png
     graphmem predict --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO c1ccccc1 --out p.csv
@@ -91,8 +91,8 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
 
         plot_main(args[1:])
         return None
-    if args[:1] == ["predict"] and any(arg.split("=")[0] in ("--smiles", "--smiles_file", "--model", "-h", "--help")
-                                       for arg in args):
+    if args[:1] == ["predict"] and any(
+            arg.split("=")[0] in ("--smiles", "--smiles_file", "--model", "-h", "--help") for arg in args):
         from graphmem.predict import predict_main
 
         predict_main(args[1:])

@@ -87,8 +87,8 @@ def load_ensemble(path: str | os.PathLike) -> Ensemble:
     checkpoint is readable and was trained on the manifest's data and tasks."""
     manifest = manifest_path(path)
     if manifest is None or not manifest.is_file():
-        raise GraphmemError(f"{path} holds no {MANIFEST}: pass an ensemble folder that `graphmem fit --ensemble N` "
-                            f"wrote, its {MANIFEST}, or a checkpoint file")
+        raise GraphmemError(f"{path} holds no {MANIFEST}: pass an ensemble folder that "
+                            f"`graphmem fit --ensemble N` wrote, its {MANIFEST}, or a checkpoint file")
     try:
         record = json.loads(manifest.read_text())
         if record.get("format") != FORMAT:
@@ -107,7 +107,8 @@ def load_ensemble(path: str | os.PathLike) -> Ensemble:
         if trained != data:
             raise GraphmemError(f"ensemble {manifest}: member {member.checkpoint} was trained on "
                                 f"{describe_data(trained or {'data': 'unknown'})} but the ensemble is of "
-                                f"{describe_data(data)}; every member must be trained on the same data and tasks")
+                                f"{describe_data(data)}; every member must be trained on the same data "
+                                f"and tasks")
     return Ensemble(manifest, members, data)
 
 
@@ -143,11 +144,13 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
     for member in ensemble.members:
         checkpoint = torch.load(member.checkpoint, map_location="cpu", weights_only=True)
         kept = {key: checkpoint[key] for key in SHIPPED_CHECKPOINT_KEYS if key in checkpoint}
-        shipped = Member(member.seed, destination / f"seed_{member.seed}.ckpt", destination / f"seed_{member.seed}.yaml")
+        name = f"seed_{member.seed}"
+        shipped = Member(member.seed, destination / f"{name}.ckpt", destination / f"{name}.yaml")
         torch.save(kept, shipped.checkpoint)
         config = {key: value for key, value in yaml.safe_load(member.config.read_text()).items()
                   if key in ("seed_everything", "model", "data")}
-        config["data"]["init_args"]["root"] = None  # the data is not needed to predict (task names are in the checkpoint)
+        # predicting needs no data (the task names are in the checkpoint): no path of this machine
+        config["data"]["init_args"]["root"] = None
         shipped.config.write_text(yaml.safe_dump(config, sort_keys=False))
         members.append(shipped)
     scores = ensemble.manifest.parent / SCORES
@@ -222,19 +225,22 @@ def ensemble_fit(args: list[str]) -> Ensemble:
         raise GraphmemError("--ensemble trains new models and cannot resume one (--ckpt_path); resume a member "
                             "with graphmem fit --config <member>/config.yaml --ckpt_path <its checkpoint>")
     # the recipe as fit would build it, to learn its seed, logger folder and kind before training
-    recipe = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                         args=rest, run=False, save_config_callback=None)
+    recipe = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
+                         subclass_mode_data=True, args=rest, run=False, save_config_callback=None)
     if not isinstance(recipe.datamodule, MoleculeDataModule) or not isinstance(recipe.model, GraphPropertyTask):
-        raise GraphmemError(f"--ensemble trains molecule recipes (a GraphPropertyTask on a MoleculeDataModule); "
-                            f"this recipe builds {type(recipe.model).__name__} on {type(recipe.datamodule).__name__}")
+        raise GraphmemError(f"--ensemble trains molecule recipes (a GraphPropertyTask on a "
+                            f"MoleculeDataModule); this recipe builds {type(recipe.model).__name__} on "
+                            f"{type(recipe.datamodule).__name__}")
     seed = recipe.config.get("seed_everything")
     if isinstance(seed, bool) or seed is None:
-        raise GraphmemError("--ensemble seeds its members seed, seed + 1, ...: set --seed_everything to a number")
+        raise GraphmemError("--ensemble seeds its members seed, seed + 1, ...: set --seed_everything to "
+                            "a number")
     root, folder = _ensemble_folder(recipe)
     members, runs = [], []
     for seed_i in range(seed, seed + size):
         version = (folder / f"seed_{seed_i}").relative_to(root).as_posix()
-        run = main(["fit", *rest, "--seed_everything", str(seed_i), "--trainer.logger.init_args.version", version])
+        run = main(["fit", *rest, "--seed_everything", str(seed_i),
+                    "--trainer.logger.init_args.version", version])
         best = run.trainer.checkpoint_callback.best_model_path if run.trainer.checkpoint_callback else ""
         if not best:
             raise GraphmemError(f"member seed {seed_i} saved no checkpoint; --ensemble needs the recipe's "
@@ -260,7 +266,8 @@ def _score(runs: Sequence[GraphmemCLI], members: Sequence[Member], folder: Path)
     labels = torch.cat([batch.y for batch in loader])
     probabilities = []
     for run, member in zip(runs, members):
-        run.model.load_state_dict(torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"])
+        state = torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        run.model.load_state_dict(state)
         probabilities.append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
     scored = {f"seed {m.seed}": multitask_roc_auc(labels, p) for m, p in zip(members, probabilities)}
     scored["ensemble"] = multitask_roc_auc(labels, torch.stack(probabilities).mean(dim=0))

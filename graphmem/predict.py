@@ -81,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="the recipe the model was trained with (needed for a checkpoint file; "
                                          "an ensemble's members use their saved configs without it)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--ckpt_path", help="the trained weights: a Lightning checkpoint, or an ensemble's folder "
-                                           "or ensemble.json (graphmem fit --ensemble N)")
+    model.add_argument("--ckpt_path", help="the trained weights: a Lightning checkpoint, or an ensemble's "
+                                           "folder or ensemble.json (graphmem fit --ensemble N)")
     model.add_argument("--model", help=f"a model shipped with graphmem: {', '.join(available_models())}")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--smiles", nargs="+", help="SMILES strings")
