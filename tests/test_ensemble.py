@@ -100,12 +100,15 @@ def test_ensemble_scores_are_the_roc_auc_of_the_mean_probability(trained):
         assert scores[column]["mean"] == pytest.approx(np.mean(per_task))
 
 
-@pytest.mark.parametrize("target", ["folder", "manifest"])
+@pytest.mark.parametrize("target", ["folder", "manifest", "folder and recipe"])
 def test_predict_on_an_ensemble_is_the_members_mean_and_std(trained, tmp_path, target, capsys):
-    path = trained["folder"] if target == "folder" else trained["folder"] / "ensemble.json"
+    path = trained["folder"] / "ensemble.json" if target == "manifest" else trained["folder"]
+    # the members' saved configs, or one recipe for all of them with the overrides they were trained with
+    recipe = ["--config", RECIPE] if target == "folder and recipe" else []
+    overrides = ["--", *HIDDEN, "--data.init_args.root", str(trained["root"])] if recipe else []
     inputs = [GOOD[0], "C1CC(", GOOD[1], GOOD[2], GOOD[3]]
     out = tmp_path / "p.csv"
-    main(["predict", "--ckpt_path", str(path), "--smiles", *inputs, "--out", str(out)])
+    main(["predict", *recipe, "--ckpt_path", str(path), "--smiles", *inputs, "--out", str(out), *overrides])
     table = pd.read_csv(out, keep_default_na=False)
     stds = [f"{task}_std" for task in TOX21_TASKS]
     assert list(table.columns) == ["index", "smiles", *TOX21_TASKS, *stds, "error"]
