@@ -236,7 +236,7 @@ def ensemble_fit(args: list[str]) -> Ensemble:
         raise GraphmemError("--ensemble seeds its members seed, seed + 1, ...: set --seed_everything to "
                             "a number")
     root, folder = _ensemble_folder(recipe)
-    members, runs = [], []
+    members = []
     for seed_i in range(seed, seed + size):
         version = (folder / f"seed_{seed_i}").relative_to(root).as_posix()
         run = main(["fit", *rest, "--seed_everything", str(seed_i),
@@ -246,26 +246,27 @@ def ensemble_fit(args: list[str]) -> Ensemble:
             raise GraphmemError(f"member seed {seed_i} saved no checkpoint; --ensemble needs the recipe's "
                                 f"ModelCheckpoint (trainer.enable_checkpointing)")
         members.append(Member(seed_i, Path(best), Path(run.trainer.log_dir) / "config.yaml"))
-        runs.append(run)
     data = checkpoint_data(members[0].checkpoint)
-    _score(runs, members, folder)
+    _score(run, members, folder)
     manifest = write_manifest(folder, members, data)
     print(f"ensemble of {size} models (seeds {seed}-{seed + size - 1}): {manifest}")
     return load_ensemble(manifest)
 
 
-def _score(runs: Sequence[GraphmemCLI], members: Sequence[Member], folder: Path) -> None:
+def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
     """Test ROC-AUC of each member's best checkpoint and of the mean of their probabilities:
-    printed as a table and written to ``folder/test_roc_auc.csv``."""
+    printed as a table and written to ``folder/test_roc_auc.csv``. ``run`` is the last member's
+    fit; the members differ in their seed only, so its model takes every member's weights (and
+    one copy of the data is kept, not one per member)."""
     from graphmem.lit.graph import roc_auc_table
     from graphmem.lit.metrics import multitask_roc_auc
 
-    datamodule = runs[-1].datamodule
+    datamodule = run.datamodule
     datamodule.setup("test")
     loader = datamodule.test_dataloader()
     labels = torch.cat([batch.y for batch in loader])
     probabilities = []
-    for run, member in zip(runs, members):
+    for member in members:
         state = torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         run.model.load_state_dict(state)
         probabilities.append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
