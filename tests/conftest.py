@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch_geometric.loader import DataLoader
 
+from graphmem.data import smiles_to_graph
 from graphmem.data.molecule import TOX21_TASKS
+from graphmem.models import MoleculeGAT
 
 # Real drug-like molecules of varied size; enough distinct scaffolds for a scaffold split.
 SMILES = [
@@ -44,3 +48,16 @@ def tox21_root(tmp_path: Path) -> Path:
     """A data folder holding a 240-molecule Tox21-shaped file with two unreadable rows."""
     write_tox21(tmp_path, molecule_table(240, bad=("C1CC(", "not a smiles")))
     return tmp_path
+
+
+def reference_probabilities(checkpoint: Path, molecules: list, hidden_channels: int = 16) -> torch.Tensor:
+    """sigmoid of the logits of a Tox21-recipe checkpoint's network, built and run by hand on
+    ``molecules`` (SMILES strings or graphs), with ``hidden_channels`` as it was trained."""
+    model = MoleculeGAT(num_tasks=12, hidden_channels=hidden_channels, heads=4, num_layers=3, dropout=0.1,
+                        readout="mean+max")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
+    graphs = [smiles_to_graph(m) if isinstance(m, str) else m for m in molecules]
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+    with torch.no_grad():
+        return torch.sigmoid(model.eval()(batch))
