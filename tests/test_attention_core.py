@@ -10,10 +10,13 @@ import torch.nn.functional as F
 from torch_geometric.utils import softmax as pyg_softmax
 
 from graphmem.attention import (
+    SCORES,
     AdditiveScore,
     BilinearScore,
     CosineScore,
     DotScore,
+    GATScore,
+    GATv2Score,
     ScaledDotScore,
     additive_score,
     attention,
@@ -178,44 +181,44 @@ def _dense(x):  # (N, H, D) -> (H, N, D)
 @pytest.mark.parametrize("fn", [dot_score, scaled_dot_score])
 def test_dot_scores_sparse_equals_dense(fn):
     q, k, ei = _sparse_inputs()
-    torch.testing.assert_close(fn(q, k, ei), _gather(fn(_dense(q), _dense(k)), ei))
+    torch.testing.assert_close(fn(q, k, edge_index=ei), _gather(fn(_dense(q), _dense(k)), ei))
 
 
 def test_bilinear_sparse_equals_dense():
     q, k, ei = _sparse_inputs()
     w = torch.randn(H, D, D, dtype=DT)
     dense = bilinear_score(_dense(q), _dense(k), w.unsqueeze(1))
-    torch.testing.assert_close(bilinear_score(q, k, w, ei), _gather(dense, ei))
+    torch.testing.assert_close(bilinear_score(q, k, w, edge_index=ei), _gather(dense, ei))
     # and per pair by hand
     for e in range(E):
         j, i = int(ei[0, e]), int(ei[1, e])
         for h in range(H):
-            assert float(bilinear_score(q, k, w, ei)[e, h]) == pytest.approx(float(k[j, h] @ w[h] @ q[i, h]))
+            assert float(bilinear_score(q, k, w, edge_index=ei)[e, h]) == pytest.approx(float(k[j, h] @ w[h] @ q[i, h]))
 
 
 def test_cosine_sparse_equals_dense():
     q, k, ei = _sparse_inputs()
     beta = torch.rand(NQ, H, dtype=DT) * 4  # one strength per query and head
     dense = cosine_score(_dense(q), _dense(k), beta.t())
-    torch.testing.assert_close(cosine_score(q, k, beta, ei), _gather(dense, ei))
-    torch.testing.assert_close(cosine_score(q, k, 2.0, ei), _gather(cosine_score(_dense(q), _dense(k), 2.0), ei))
+    torch.testing.assert_close(cosine_score(q, k, beta, edge_index=ei), _gather(dense, ei))
+    torch.testing.assert_close(cosine_score(q, k, 2.0, edge_index=ei), _gather(cosine_score(_dense(q), _dense(k), 2.0), ei))
 
 
 def test_additive_sparse_equals_dense():
     q, k, ei = _sparse_inputs()
     v = torch.randn(H, D, dtype=DT)
     dense = additive_score(_dense(q), _dense(k), v.unsqueeze(1))
-    torch.testing.assert_close(additive_score(q, k, v, ei), _gather(dense, ei))
+    torch.testing.assert_close(additive_score(q, k, v, edge_index=ei), _gather(dense, ei))
 
 
 def test_decomposed_additive_sparse_equals_dense_and_loop():
     q, k, ei = _sparse_inputs()
     a_q, a_k = torch.randn(1, H, D, dtype=DT), torch.randn(1, H, D, dtype=DT)
     bias = torch.randn(E, H, dtype=DT)
-    sparse = decomposed_additive_score(q, k, a_q, a_k, ei)
+    sparse = decomposed_additive_score(q, k, a_q, a_k, edge_index=ei)
     dense = decomposed_additive_score(_dense(q), _dense(k), a_q.transpose(0, 1), a_k.transpose(0, 1))
     torch.testing.assert_close(sparse, _gather(dense, ei))
-    with_bias = decomposed_additive_score(q, k, a_q, a_k, ei, bias=bias, negative_slope=0.3)
+    with_bias = decomposed_additive_score(q, k, a_q, a_k, edge_index=ei, bias=bias, negative_slope=0.3)
     for e in range(E):
         j, i = int(ei[0, e]), int(ei[1, e])
         for h in range(H):
@@ -226,7 +229,7 @@ def test_decomposed_additive_sparse_equals_dense_and_loop():
 def test_decomposed_additive_without_query():
     q, k, ei = _sparse_inputs()
     a_q, a_k = torch.randn(1, H, D, dtype=DT), torch.randn(1, H, D, dtype=DT)
-    out = decomposed_additive_score(None, k, a_q, a_k, ei)
+    out = decomposed_additive_score(None, k, a_q, a_k, edge_index=ei)
     ref = F.leaky_relu((k[ei[0]] * a_k).sum(-1), 0.2)
     torch.testing.assert_close(out, ref)
 
@@ -596,7 +599,7 @@ def test_attention_dense_equals_sdpa():
     q = torch.randn(2, 3, 5, 8)
     k = torch.randn(2, 3, 7, 8)
     v = torch.randn(2, 3, 7, 6)
-    out, w = attention(q, k, v)
+    out, w, *_ = attention(q, k, v)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
     assert w.shape == (2, 3, 5, 7)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 5))
@@ -608,7 +611,7 @@ def test_attention_dense_mask_equals_sdpa():
     v = torch.randn(2, 7, 6)
     mask = torch.rand(2, 5, 7) > 0.5
     mask[..., 0] = True  # no fully masked rows (SDPA would give NaN there)
-    out, w = attention(q, k, v, mask=mask)
+    out, w, *_ = attention(q, k, v, mask=mask)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(w[~mask], torch.zeros(int((~mask).sum())))
@@ -617,7 +620,7 @@ def test_attention_dense_mask_equals_sdpa():
 def test_attention_dense_bias_equals_sdpa_float_mask():
     q, k, v = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6, 3)
     bias = torch.randn(4, 6)
-    out, _ = attention(q, k, v, bias=bias)
+    out, _, *_ = attention(q, k, v, bias=bias)
     ref = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=bias[None])[0]
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
@@ -626,7 +629,7 @@ def test_attention_dense_fully_masked_row_reads_zero():
     q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
     mask = torch.ones(3, 5, dtype=torch.bool)
     mask[1] = False
-    out, w = attention(q, k, v, mask=mask)
+    out, w, *_ = attention(q, k, v, mask=mask)
     assert torch.equal(out[1], torch.zeros(2))
     assert torch.isfinite(out).all()
 
@@ -640,19 +643,19 @@ def test_attention_sparse_complete_graph_equals_dense():
     ei = torch.stack([src.flatten(), dst.flatten()])
     perm = torch.randperm(ei.size(1))
     ei = ei[:, perm]
-    out_s, w_s = attention(q, k, v, edge_index=ei, num_queries=nq)
-    out_d, w_d = attention(_dense(q), _dense(k), _dense(v))
+    out_s, w_s, *_ = attention(q, k, v, edge_index=ei, num_queries=nq)
+    out_d, w_d, *_ = attention(_dense(q), _dense(k), _dense(v))
     torch.testing.assert_close(out_s, out_d.transpose(0, 1))
     torch.testing.assert_close(w_s, _gather(w_d, ei))
 
 
-@pytest.mark.parametrize("score", [dot_score, lambda q, k, ei: cosine_score(q, k, 3.0, ei)])
+@pytest.mark.parametrize("score", [dot_score, lambda q, k, **layout: cosine_score(q, k, 3.0, **layout)])
 def test_attention_sparse_vs_loop(score):
     nq, nk, d = 4, 6, 3
     q, k, v = torch.randn(nq, d, dtype=DT), torch.randn(nk, d, dtype=DT), torch.randn(nk, 2, dtype=DT)
     ei = _random_edges(nk, nq - 1, 10)  # query nq-1 is isolated
-    out, w = attention(q, k, v, score=score, edge_index=ei, num_queries=nq)
-    logits = score(q, k, ei)
+    out, w, *_ = attention(q, k, v, score=score, edge_index=ei, num_queries=nq)
+    logits = score(q, k, edge_index=ei)
     ref = torch.zeros(nq, 2, dtype=DT)
     for i in range(nq):
         edges = [e for e in range(ei.size(1)) if int(ei[1, e]) == i]
@@ -668,16 +671,16 @@ def test_attention_sparse_vs_loop(score):
 
 def test_attention_dropout_only_in_training():
     q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
-    a, _ = attention(q, k, v, dropout=0.5, training=False)
-    b, _ = attention(q, k, v)
+    a, _, *_ = attention(q, k, v, dropout=0.5, training=False)
+    b, _, *_ = attention(q, k, v)
     torch.testing.assert_close(a, b)
-    _, w = attention(q, k, v, dropout=0.5, training=True)
+    _, w, *_ = attention(q, k, v, dropout=0.5, training=True)
     assert (w == 0).any()
 
 
 def test_attention_hard_normalizer_selects_one_value():
     q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
-    out, w = attention(q, k, v, normalizer="hard")
+    out, w, *_ = attention(q, k, v, normalizer="hard")
     best = scaled_dot_score(q, k).argmax(-1)
     torch.testing.assert_close(out, v[best])
 
@@ -687,17 +690,17 @@ def test_attention_hard_normalizer_selects_one_value():
 # --------------------------------------------------------------------------------------------
 
 
-def test_additive_score_module_hand_and_layouts():
+def test_gat_score_module_hand_and_layouts():
     heads, d = 2, 4
-    mod = AdditiveScore(d, heads, negative_slope=0.1).double()
+    mod = GATScore(d, heads, negative_slope=0.1).double()
     q, k = torch.randn(3, heads, d, dtype=DT), torch.randn(5, heads, d, dtype=DT)
     ei = _random_edges(5, 3, 9)
-    sparse = mod(q, k, ei).detach()
+    sparse = mod(q, k, edge_index=ei).detach()
     assert sparse.shape == (9, heads)
     for e in range(9):
         j, i = int(ei[0, e]), int(ei[1, e])
         for h in range(heads):
-            pre = _dot(mod.att_query.detach()[h], q[i, h]) + _dot(mod.att_key.detach()[h], k[j, h])
+            pre = _dot(mod.att_dst.detach()[0, h], q[i, h]) + _dot(mod.att_src.detach()[0, h], k[j, h])
             assert float(sparse[e, h]) == pytest.approx(_leaky(pre, 0.1))
     dense = mod(q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0)).detach()  # (1, H, L, D)
     assert dense.shape == (1, heads, 3, 5)
@@ -709,23 +712,23 @@ def test_bilinear_identity_init_equals_dot():
     mod = BilinearScore(d, heads)
     q, k = torch.randn(4, heads, d), torch.randn(6, heads, d)
     ei = _random_edges(6, 4, 10)
-    torch.testing.assert_close(mod(q, k, ei), dot_score(q, k, ei))
+    torch.testing.assert_close(mod(q, k, edge_index=ei), dot_score(q, k, edge_index=ei))
     qd, kd = torch.randn(2, heads, 4, d), torch.randn(2, heads, 6, d)
     torch.testing.assert_close(mod(qd, kd), dot_score(qd, kd))
     with torch.no_grad():
         mod.weight.normal_()
-    assert not torch.allclose(mod(q, k, ei), dot_score(q, k, ei))
+    assert not torch.allclose(mod(q, k, edge_index=ei), dot_score(q, k, edge_index=ei))
     mod.reset_parameters()
-    torch.testing.assert_close(mod(q, k, ei), dot_score(q, k, ei))
+    torch.testing.assert_close(mod(q, k, edge_index=ei), dot_score(q, k, edge_index=ei))
 
 
 def test_cosine_score_module():
     heads, d = 2, 5
-    mod = CosineScore(heads, beta=2.5)
+    mod = CosineScore(d, heads, beta=2.5)
     torch.testing.assert_close(mod.beta, torch.full((heads,), 2.5))
     q, k = torch.randn(3, heads, d), torch.randn(4, heads, d)
     ei = _random_edges(4, 3, 7)
-    out = mod(q, k, ei)
+    out = mod(q, k, edge_index=ei)
     ref = 2.5 * F.cosine_similarity(q[ei[1]], k[ei[0]], dim=-1)
     torch.testing.assert_close(out, ref)
     qd, kd = q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0)
@@ -739,21 +742,21 @@ def test_cosine_score_module():
 
 def test_dot_and_scaled_dot_modules():
     q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
-    torch.testing.assert_close(DotScore()(q, k), q @ k.transpose(-1, -2))
-    torch.testing.assert_close(ScaledDotScore()(q, k), q @ k.transpose(-1, -2) / 2.0)
+    torch.testing.assert_close(DotScore(4)(q, k), q @ k.transpose(-1, -2))
+    torch.testing.assert_close(ScaledDotScore(4)(q, k), q @ k.transpose(-1, -2) / 2.0)
 
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("additive", AdditiveScore), ("dot", DotScore), ("scaled_dot", ScaledDotScore),
-     ("bilinear", BilinearScore), ("cosine", CosineScore)],
+    [("gat", GATScore), ("gatv2", GATv2Score), ("additive", AdditiveScore), ("dot", DotScore),
+     ("scaled_dot", ScaledDotScore), ("bilinear", BilinearScore), ("cosine", CosineScore)],
 )
 def test_make_score(name, cls):
     mod = make_score(name, 4, heads=2)
     assert isinstance(mod, cls)
     q, k = torch.randn(3, 2, 4), torch.randn(5, 2, 4)
     ei = _random_edges(5, 3, 6)
-    assert mod(q, k, ei).shape == (6, 2)
+    assert mod(q, k, edge_index=ei).shape == (6, 2)
     mod.reset_parameters()
 
 

@@ -99,10 +99,16 @@ def _compare(ours, ref, x, edge_index, edge_attr=None):
 def test_gatv2_score_is_the_formula_per_edge_and_dense():
     _, edge_index, _ = _graph()
     q, k, att = torch.randn(6, 3, 4), torch.randn(6, 3, 4), torch.randn(1, 3, 4)
-    bias = torch.randn(edge_index.size(1), 3, 4)
-    got = gatv2_score(q, k, att, edge_index, bias, negative_slope=0.1)
-    hidden = q[edge_index[1]] + k[edge_index[0]] + bias
-    torch.testing.assert_close(got, (F.leaky_relu(hidden, 0.1) * att).sum(-1))
+    bias = torch.randn(edge_index.size(1), 3)  # a per-edge logit term, added after a^T LeakyReLU
+    got = gatv2_score(q, k, att, edge_index=edge_index, bias=bias, negative_slope=0.1)
+    hidden = q[edge_index[1]] + k[edge_index[0]]
+    torch.testing.assert_close(got, (F.leaky_relu(hidden, 0.1) * att).sum(-1) + bias)
+    # edge features enter as per-edge keys over the (edge, target) pattern, as GATv2Conv does
+    edge = torch.randn(edge_index.size(1), 3, 4)
+    pairs = torch.stack([torch.arange(edge_index.size(1)), edge_index[1]])
+    got = gatv2_score(q, k[edge_index[0]] + edge, att, edge_index=pairs)
+    hidden = q[edge_index[1]] + k[edge_index[0]] + edge
+    torch.testing.assert_close(got, (F.leaky_relu(hidden, 0.2) * att).sum(-1))
     # dense: every query against every key, (L_q, L_k) per batch entry
     qd, kd, a = torch.randn(2, 5, 4), torch.randn(2, 7, 4), torch.randn(4)
     dense = gatv2_score(qd, kd, a)

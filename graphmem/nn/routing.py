@@ -158,7 +158,7 @@ def dynamic_routing(
         coupling = _assign(logits, normalizer, groups.mask)
         poses = squash(sparse_read(coupling, flat, groups.edge_index, groups.num_groups))
         if step + 1 < iterations:
-            logits = logits + dot_score(poses, flat, groups.edge_index)
+            logits = logits + dot_score(poses, flat, edge_index=groups.edge_index)
     return groups.unfold(Routing(poses, poses.norm(dim=-1), coupling))
 
 
