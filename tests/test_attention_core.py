@@ -21,6 +21,7 @@ from graphmem.attention import (
     additive_score,
     attention,
     bilinear_score,
+    check_attention_options,
     combine_heads,
     cosine_score,
     decomposed_additive_score,
@@ -35,6 +36,8 @@ from graphmem.attention import (
     segment_softmax,
     sparse_read,
 )
+
+from tests.hand_attention import hand_score, randomize
 
 DT = torch.float64
 
@@ -772,3 +775,137 @@ def test_hard_fully_masked_row_reads_nothing(method):
     weights = normalize(logits, method, mask=mask)
     assert weights[1].eq(0).all()
     assert weights[0].sum() == 1 and weights[2].sum() == 1 and weights[0, 1] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the one contract: every score module, the registry, the "none" normalizer, scale, NTM
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_every_score_module_is_its_formula_in_both_layouts(name):
+    heads, d = 2, 4
+    mod = make_score(name, d, heads).double()
+    randomize(mod)
+    q, k = torch.randn(3, heads, d, dtype=DT), torch.randn(5, heads, d, dtype=DT)  # sparse (N, H, D)
+    qd, kd = _dense(q).unsqueeze(0), _dense(k).unsqueeze(0)  # dense (1, H, L, D)
+    dense = mod(qd, kd)
+    torch.testing.assert_close(dense, hand_score(name, mod, qd, kd))
+    ei = _random_edges(5, 3, 9)
+    bias = torch.randn(9, heads, dtype=DT)
+    sparse = mod(q, k, edge_index=ei, bias=bias)
+    if name == "gat":  # the bias goes inside GAT's LeakyReLU
+        pre = torch.einsum("ehd,hd->eh", q[ei[1]], mod.att_dst[0]) + torch.einsum("ehd,hd->eh", k[ei[0]], mod.att_src[0])
+        torch.testing.assert_close(sparse, F.leaky_relu(pre + bias, 0.2))
+    else:  # and is added to every other logit
+        torch.testing.assert_close(sparse, _gather(dense[0], ei) + bias)
+    # the key side computed once gives the same logits
+    torch.testing.assert_close(mod.logits(qd, mod.project_key(kd)), dense)
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_scores_with_one_head_take_inputs_without_a_head_dimension(name):
+    mod = make_score(name, 4).double()
+    randomize(mod)
+    q, k = torch.randn(2, 3, 4, dtype=DT), torch.randn(2, 5, 4, dtype=DT)  # (B, L, D)
+    expected = hand_score(name, mod, q.unsqueeze(1), k.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(mod(q, k), expected)
+    ei = _random_edges(5, 3, 7)
+    torch.testing.assert_close(mod(q[0], k[0], edge_index=ei), expected[0][ei[1], ei[0]])
+
+
+def test_additive_is_bahdanau_and_gat_is_gats_score():
+    mod = make_score("additive", 3, key_channels=5, hidden_channels=4).double()
+    q, k = torch.randn(1, 2, 3, dtype=DT), torch.randn(1, 6, 5, dtype=DT)
+    w, u, v = mod.key_weight[0], mod.query_weight[0], mod.att[0]
+    expected = torch.tanh((k @ w.t()).unsqueeze(-3) + (q @ u.t()).unsqueeze(-2)) @ v  # v^T tanh(W k + U q)
+    torch.testing.assert_close(mod(q, k), expected)
+    gat = make_score("gat", 3, key_channels=5, negative_slope=0.1).double()
+    expected = F.leaky_relu((q @ gat.att_dst[0, 0]).unsqueeze(-1) + (k @ gat.att_src[0, 0]).unsqueeze(-2), 0.1)
+    torch.testing.assert_close(gat(q, k), expected)
+
+
+def test_one_check_with_a_one_line_error_listing_the_choices():
+    with pytest.raises(ValueError) as error:
+        check_attention_options(score="euclid")
+    assert str(error.value) == ("unknown score 'euclid'; choose one of gat, gatv2, additive, dot, scaled_dot, "
+                                "bilinear, cosine")
+    with pytest.raises(ValueError) as error:
+        check_attention_options(normalizer="sparsemax")
+    assert str(error.value) == "unknown normalizer 'sparsemax'; choose one of softmax, hard, gumbel, gumbel_hard, none"
+    with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'"):
+        normalize(torch.randn(3), "sparsemax")
+    check_attention_options("gat", "none")
+
+
+def test_make_score_sizes_and_options():
+    assert make_score("dot", 4, negative_slope=0.1, beta=3.0).extra_repr() == "4, heads=1"  # not its options
+    assert make_score("cosine", 4, beta=3.0).beta.item() == pytest.approx(3.0)
+    assert make_score("gat", 4, negative_slope=0.3).negative_slope == 0.3
+    assert make_score("bilinear", 3, 2, key_channels=5).weight.shape == (2, 5, 3)
+    for name in ("dot", "scaled_dot", "cosine", "gatv2"):
+        with pytest.raises(ValueError, match=r"query size \(3\) must equal the key size \(5\)"):
+            make_score(name, 3, key_channels=5)
+
+
+def test_none_normalizer_keeps_the_logits_dense_and_sparse():
+    logits = torch.randn(2, 3, 4)
+    keep = torch.rand(2, 3, 4) > 0.3
+    torch.testing.assert_close(normalize(logits, "none", mask=keep), logits * keep)
+    edge_logits = torch.randn(7, 2)
+    assert torch.equal(normalize(edge_logits, "none", index=torch.tensor([0, 0, 1, 2, 2, 2, 3])), edge_logits)
+    q, k, v = torch.randn(3, 4, dtype=DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 2, dtype=DT)
+    out, w, *_ = attention(q, k, v, dot_score, "none")
+    torch.testing.assert_close(out, (q @ k.t()) @ v)  # linear attention: r = (q^T k) v
+
+
+def test_scale_bias_and_transform_order():
+    q, k, v = torch.randn(3, 4, dtype=DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 2, dtype=DT)
+    bias = torch.randn(3, 5, dtype=DT)
+    result = attention(q, k, v, dot_score, scale=2.5, bias=bias, logits_transform=lambda s: s - 1.0)
+    logits = 2.5 * (q @ k.t() + bias) - 1.0
+    torch.testing.assert_close(result.logits, logits)
+    torch.testing.assert_close(result.out, torch.softmax(logits, -1) @ v)
+
+
+def test_weights_before_and_after_dropout():
+    q, k, v = torch.randn(3, 4), torch.randn(6, 4), torch.randn(6, 2)
+    result = attention(q, k, v, dropout=0.5, training=True)
+    torch.testing.assert_close(result.normalized.sum(-1), torch.ones(3))
+    assert (result.weights == 0).any()
+    torch.testing.assert_close(result.weights[result.weights != 0], 2 * result.normalized[result.weights != 0])
+    torch.testing.assert_close(result.out, result.weights @ v)
+
+
+def test_sparse_attention_takes_the_fused_read_when_large(monkeypatch):
+    import graphmem.attention.read as read_module
+
+    calls = []
+    fused = read_module.sparse_read_fused
+    monkeypatch.setattr(read_module, "sparse_read_fused", lambda *a: calls.append(1) or fused(*a))
+    q, k, v = torch.randn(4, 2, 3, dtype=DT), torch.randn(5, 2, 3, dtype=DT), torch.randn(5, 2, 6, dtype=DT)
+    ei = _random_edges(5, 4, 12)
+    small, *_ = attention(q, k, v, edge_index=ei)
+    assert not calls
+    monkeypatch.setattr(read_module, "FUSED_MIN_MESSAGE_SIZE", 0)
+    large, *_ = attention(q, k, v, edge_index=ei)
+    assert calls == [1]
+    torch.testing.assert_close(large, small)
+    custom, *_ = attention(q, k, v, edge_index=ei, read=lambda w, val, e, n: torch.zeros(n, 2, 6, dtype=DT))
+    assert custom.eq(0).all() and calls == [1]
+
+
+def test_ntm_content_addressing_is_the_dense_core():
+    """w_i = softmax_i(beta cos(k, M_i)) over memory rows and r = sum_i w_i M_i (Graves et al. 2014),
+    one query row per head, each with its own key strength beta."""
+    batch, heads, rows, width = 2, 3, 7, 5
+    memory = torch.randn(batch, rows, width, dtype=DT)
+    memory[0, 2] = 0.0  # an unwritten row: cosine 0, not NaN
+    key = torch.randn(batch, heads, width, dtype=DT)
+    beta = torch.rand(batch, heads, dtype=DT) * 5
+    read, weights, *_ = attention(key, memory, memory, score=cosine_score, scale=beta.unsqueeze(-1))
+    cos = (key @ memory.transpose(1, 2)) / (key.norm(dim=-1, keepdim=True) * memory.norm(dim=-1).clamp_min(1e-8)[:, None])
+    expected = torch.softmax(beta[..., None] * cos, -1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(read, expected @ memory)
+    assert torch.isfinite(weights).all()

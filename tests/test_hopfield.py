@@ -13,6 +13,7 @@ from graphmem.data import smiles_to_graph
 from graphmem.models import MoleculeGAT
 from graphmem.nn import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_update
 from tests.conftest import SMILES
+from tests.hand_attention import NORMALIZER_NAMES, SCORE_NAMES, hand_normalize, hand_score, randomize
 
 DT = torch.float64
 
@@ -252,3 +253,99 @@ def test_molecule_gat_hopfield_readout():
     model(batch).sum().backward()
     assert model.pool.query.grad is not None
     assert MoleculeGAT(num_tasks=3, hidden_channels=16, heads=4, readout="mean").pool is None
+
+
+# --------------------------------------------------------------------------------------------
+# every score and normalizer of the core, against the formulas written out
+# --------------------------------------------------------------------------------------------
+
+HEADS, HID = 2, 3  # heads, association size per head
+COMBINATIONS = [(s, n) for s in SCORE_NAMES for n in NORMALIZER_NAMES]
+
+
+def _split(x: torch.Tensor) -> torch.Tensor:
+    """``(..., L, H * d)`` as ``(..., H, L, d)``."""
+    return x.unflatten(-1, (HEADS, -1)).transpose(-2, -3)
+
+
+def _linear(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return x @ lin.weight.t() + lin.bias
+
+
+def _hand_hopfield(layer: Hopfield, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor,
+                   uniform: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z = W_O ||_h normalize(beta s(q_h, k_h)) v_h for per-head ``(B, H, L, d)`` inputs."""
+    logits = layer.beta * hand_score(layer.score, layer.scorer, q, k)
+    weights = hand_normalize(layer.normalizer, logits, keep, uniform)
+    read = (weights @ v).transpose(1, 2).flatten(-2)  # heads concatenated
+    return _linear(layer.out_proj, read), weights
+
+
+def _uniform(normalizer: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The U(0, 1) draws a Gumbel normalizer makes right after ``torch.manual_seed(1)``."""
+    if not normalizer.startswith("gumbel"):
+        return None
+    torch.manual_seed(1)
+    return torch.rand(shape, dtype=DT)
+
+
+@pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
+def test_hopfield_every_score_and_normalizer_by_hand(score, normalizer):
+    layer = Hopfield(6, hidden_size=HID, num_heads=HEADS, beta=0.7, score=score, normalizer=normalizer).double()
+    randomize(layer.scorer)
+    state, stored = torch.randn(2, 4, 6, dtype=DT), torch.randn(2, 5, 6, dtype=DT)
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[1, 3:] = False
+    torch.manual_seed(1)
+    out, weights = layer(state, stored, stored_mask=keep, return_attention_weights=True)
+    uniform = _uniform(normalizer, (2, HEADS, 4, 5))
+    q, k, v = (_split(_linear(lin, x)) for lin, x in
+               ((layer.query_proj, state), (layer.key_proj, stored), (layer.value_proj, stored)))
+    ref, ref_weights = _hand_hopfield(layer, q, k, v, keep[:, None, None, :], uniform)
+    torch.testing.assert_close(weights, ref_weights)
+    torch.testing.assert_close(out, ref)
+    assert (f"score={score!r}" in repr(layer)) == (score != "dot")
+
+
+@pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
+def test_hopfield_pooling_every_score_and_normalizer_by_hand(score, normalizer):
+    pool = HopfieldPooling(6, hidden_size=HID, num_heads=HEADS, num_queries=2, beta=0.9, score=score,
+                           normalizer=normalizer).double()
+    layer = pool.hopfield
+    randomize(layer.scorer)
+    x = torch.randn(3, 5, 6, dtype=DT)
+    keep = torch.ones(3, 5, dtype=torch.bool)
+    keep[2, 2:] = False
+    torch.manual_seed(1)
+    out, weights = pool(x, mask=keep, return_attention_weights=True)
+    uniform = _uniform(normalizer, (3, HEADS, 2, 5))
+    q = _split(pool.query).expand(3, -1, -1, -1)  # the learned queries, the same for every set
+    k, v = _split(_linear(layer.key_proj, x)), _split(_linear(layer.value_proj, x))
+    ref, ref_weights = _hand_hopfield(layer, q, k, v, keep[:, None, None, :], uniform)
+    torch.testing.assert_close(weights, ref_weights)
+    torch.testing.assert_close(out, ref.flatten(-2))
+
+
+@pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
+def test_hopfield_layer_every_score_and_normalizer_by_hand(score, normalizer):
+    lookup = HopfieldLayer(6, hidden_size=HID, num_heads=HEADS, num_patterns=4, beta=1.3, score=score,
+                           normalizer=normalizer).double()
+    layer = lookup.hopfield
+    randomize(layer.scorer)
+    x = torch.randn(2, 3, 6, dtype=DT)
+    torch.manual_seed(1)
+    out, weights = lookup(x, return_attention_weights=True)
+    uniform = _uniform(normalizer, (2, HEADS, 3, 4))
+    q = _split(_linear(layer.query_proj, x))
+    k = _split(lookup.stored_patterns).expand(2, -1, -1, -1)  # learned keys and values
+    v = _split(lookup.value_patterns).expand(2, -1, -1, -1)
+    ref, ref_weights = _hand_hopfield(layer, q, k, v, torch.ones(1, 1, 1, 4, dtype=torch.bool), uniform)
+    torch.testing.assert_close(weights, ref_weights)
+    torch.testing.assert_close(out, ref)
+
+
+def test_hopfield_rejects_unknown_score_and_normalizer():
+    with pytest.raises(ValueError, match="unknown score 'euclid'; choose one of gat, gatv2, additive"):
+        Hopfield(6, score="euclid")
+    with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'; choose one of softmax, hard"):
+        HopfieldPooling(6, normalizer="sparsemax")
