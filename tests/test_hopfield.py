@@ -272,76 +272,69 @@ def _linear(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return x @ lin.weight.t() + lin.bias
 
 
-def _hand_hopfield(layer: Hopfield, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor,
-                   uniform: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Z = W_O ||_h normalize(beta s(q_h, k_h)) v_h for per-head ``(B, H, L, d)`` inputs."""
+def _ready(module: torch.nn.Module) -> Hopfield:
+    """The module in float64 with its scorer's parameters moved off their start; its Hopfield core."""
+    layer = getattr(module.double(), "hopfield", module)
+    randomize(layer.scorer)
+    return layer
+
+
+def _assert_hand_hopfield(layer: Hopfield, out: torch.Tensor, weights: torch.Tensor, q: torch.Tensor,
+                          k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor) -> None:
+    """``out`` and ``weights`` are Z = W_O ||_h normalize(beta s(q_h, k_h)) v_h for per-head
+    ``(B, H, L, d)`` inputs; the layer ran right after ``torch.manual_seed(1)``."""
+    uniform = None
+    if layer.normalizer.startswith("gumbel"):  # the U(0, 1) draws the Gumbel normalizer made
+        torch.manual_seed(1)
+        uniform = torch.rand(q.shape[:-1] + k.shape[-2:-1], dtype=DT)
     logits = layer.beta * hand_score(layer.score, layer.scorer, q, k)
-    weights = hand_normalize(layer.normalizer, logits, keep, uniform)
-    read = (weights @ v).transpose(1, 2).flatten(-2)  # heads concatenated
-    return _linear(layer.out_proj, read), weights
-
-
-def _uniform(normalizer: str, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """The U(0, 1) draws a Gumbel normalizer makes right after ``torch.manual_seed(1)``."""
-    if not normalizer.startswith("gumbel"):
-        return None
-    torch.manual_seed(1)
-    return torch.rand(shape, dtype=DT)
+    expected_weights = hand_normalize(layer.normalizer, logits, keep, uniform)
+    read = (expected_weights @ v).transpose(1, 2).flatten(-2)  # heads concatenated
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(out, _linear(layer.out_proj, read))
 
 
 @pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
 def test_hopfield_every_score_and_normalizer_by_hand(score, normalizer):
-    layer = Hopfield(6, hidden_size=HID, num_heads=HEADS, beta=0.7, score=score, normalizer=normalizer).double()
-    randomize(layer.scorer)
+    layer = _ready(Hopfield(6, hidden_size=HID, num_heads=HEADS, beta=0.7, score=score, normalizer=normalizer))
     state, stored = torch.randn(2, 4, 6, dtype=DT), torch.randn(2, 5, 6, dtype=DT)
     keep = torch.ones(2, 5, dtype=torch.bool)
     keep[1, 3:] = False
     torch.manual_seed(1)
     out, weights = layer(state, stored, stored_mask=keep, return_attention_weights=True)
-    uniform = _uniform(normalizer, (2, HEADS, 4, 5))
     q, k, v = (_split(_linear(lin, x)) for lin, x in
                ((layer.query_proj, state), (layer.key_proj, stored), (layer.value_proj, stored)))
-    ref, ref_weights = _hand_hopfield(layer, q, k, v, keep[:, None, None, :], uniform)
-    torch.testing.assert_close(weights, ref_weights)
-    torch.testing.assert_close(out, ref)
+    _assert_hand_hopfield(layer, out, weights, q, k, v, keep[:, None, None, :])
     assert (f"score={score!r}" in repr(layer)) == (score != "dot")
 
 
 @pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
 def test_hopfield_pooling_every_score_and_normalizer_by_hand(score, normalizer):
     pool = HopfieldPooling(6, hidden_size=HID, num_heads=HEADS, num_queries=2, beta=0.9, score=score,
-                           normalizer=normalizer).double()
-    layer = pool.hopfield
-    randomize(layer.scorer)
+                           normalizer=normalizer)
+    layer = _ready(pool)
     x = torch.randn(3, 5, 6, dtype=DT)
     keep = torch.ones(3, 5, dtype=torch.bool)
     keep[2, 2:] = False
     torch.manual_seed(1)
     out, weights = pool(x, mask=keep, return_attention_weights=True)
-    uniform = _uniform(normalizer, (3, HEADS, 2, 5))
     q = _split(pool.query).expand(3, -1, -1, -1)  # the learned queries, the same for every set
     k, v = _split(_linear(layer.key_proj, x)), _split(_linear(layer.value_proj, x))
-    ref, ref_weights = _hand_hopfield(layer, q, k, v, keep[:, None, None, :], uniform)
-    torch.testing.assert_close(weights, ref_weights)
-    torch.testing.assert_close(out, ref.flatten(-2))
+    _assert_hand_hopfield(layer, out.unflatten(-1, (2, -1)), weights, q, k, v, keep[:, None, None, :])
 
 
 @pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
 def test_hopfield_layer_every_score_and_normalizer_by_hand(score, normalizer):
     lookup = HopfieldLayer(6, hidden_size=HID, num_heads=HEADS, num_patterns=4, beta=1.3, score=score,
-                           normalizer=normalizer).double()
-    layer = lookup.hopfield
-    randomize(layer.scorer)
+                           normalizer=normalizer)
+    layer = _ready(lookup)
     x = torch.randn(2, 3, 6, dtype=DT)
     torch.manual_seed(1)
     out, weights = lookup(x, return_attention_weights=True)
-    uniform = _uniform(normalizer, (2, HEADS, 3, 4))
     q = _split(_linear(layer.query_proj, x))
     k = _split(lookup.stored_patterns).expand(2, -1, -1, -1)  # learned keys and values
     v = _split(lookup.value_patterns).expand(2, -1, -1, -1)
-    ref, ref_weights = _hand_hopfield(layer, q, k, v, torch.ones(1, 1, 1, 4, dtype=torch.bool), uniform)
-    torch.testing.assert_close(weights, ref_weights)
-    torch.testing.assert_close(out, ref)
+    _assert_hand_hopfield(layer, out, weights, q, k, v, torch.ones(1, 1, 1, 4, dtype=torch.bool))
 
 
 def test_hopfield_rejects_unknown_score_and_normalizer():

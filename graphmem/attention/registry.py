@@ -7,25 +7,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from graphmem.attention.scorers import (
-    AdditiveScore,
-    BilinearScore,
-    CosineScore,
-    DotScore,
-    GATScore,
-    GATv2Score,
-    ScaledDotScore,
-    Score,
-)
+from graphmem.attention import scorers
+from graphmem.attention.scorers import Score
 
 SCORES: dict[str, type[Score]] = {
-    "gat": GATScore,
-    "gatv2": GATv2Score,
-    "additive": AdditiveScore,
-    "dot": DotScore,
-    "scaled_dot": ScaledDotScore,
-    "bilinear": BilinearScore,
-    "cosine": CosineScore,
+    "gat": scorers.GATScore,
+    "gatv2": scorers.GATv2Score,
+    "additive": scorers.AdditiveScore,
+    "dot": scorers.DotScore,
+    "scaled_dot": scorers.ScaledDotScore,
+    "bilinear": scorers.BilinearScore,
+    "cosine": scorers.CosineScore,
 }
 """Score name -> module: ``gat`` (GAT's decomposed LeakyReLU score), ``gatv2``, ``additive``
 (Bahdanau's tanh score), ``dot``, ``scaled_dot``, ``bilinear``, ``cosine``."""

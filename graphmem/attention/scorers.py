@@ -83,25 +83,21 @@ class Score(nn.Module):
 class DotScore(Score):
     r""":math:`s(k, q) = k^\top q` (:func:`~graphmem.attention.dot_score`)."""
 
+    _function = staticmethod(dot_score)
+
     def __init__(self, channels: int, heads: int = 1, key_channels: int | None = None) -> None:
         super().__init__(channels, heads, key_channels)
-        self._require_equal_sizes("dot")
+        self._require_equal_sizes(self._function.__name__.removesuffix("_score"))
 
     def logits(self, query: Tensor, key: Tensor, *, edge_index: Tensor | None = None,
                bias: Tensor | None = None) -> Tensor:
-        return dot_score(query, key, edge_index=edge_index, bias=bias)
+        return self._function(query, key, edge_index=edge_index, bias=bias)
 
 
-class ScaledDotScore(Score):
+class ScaledDotScore(DotScore):
     r""":math:`s(k, q) = k^\top q / \sqrt{D}` (:func:`~graphmem.attention.scaled_dot_score`)."""
 
-    def __init__(self, channels: int, heads: int = 1, key_channels: int | None = None) -> None:
-        super().__init__(channels, heads, key_channels)
-        self._require_equal_sizes("scaled_dot")
-
-    def logits(self, query: Tensor, key: Tensor, *, edge_index: Tensor | None = None,
-               bias: Tensor | None = None) -> Tensor:
-        return scaled_dot_score(query, key, edge_index=edge_index, bias=bias)
+    _function = staticmethod(scaled_dot_score)
 
 
 class GATScore(Score):
