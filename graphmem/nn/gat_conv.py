@@ -13,7 +13,7 @@ from torch_geometric.utils import add_self_loops as add_loops
 from torch_geometric.utils import remove_self_loops
 
 from graphmem import checks
-from graphmem.attention import attention, check_attention_options, combine_heads, make_score
+from graphmem.attention import attention, check_attention_options, combine_heads
 from graphmem.nn.attention_message_passing import (
     AttentionMessagePassing,
     attention_adj,
@@ -182,8 +182,7 @@ class GATConv(GATFamily):
         if score != "gat":
             self.register_parameter("att_src", None)
             self.register_parameter("att_dst", None)
-        self._use_score(make_score(score, out_channels, heads, negative_slope=negative_slope),
-                        native=score == "gat")
+        self._use_score(score, out_channels, heads, native="gat", negative_slope=negative_slope)
 
         if edge_dim is not None:
             self.lin_edge = Linear(edge_dim, hc, bias=False, weight_initializer="glorot")

@@ -10,7 +10,7 @@ from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import zeros
 
 from graphmem import checks
-from graphmem.attention import attention, check_attention_options, make_score
+from graphmem.attention import attention, check_attention_options
 from graphmem.nn.attention_message_passing import attention_adj, edge_index_of, edge_pairs
 from graphmem.nn.gat_conv import GATFamily, PairTensor
 
@@ -124,8 +124,7 @@ class GATv2Conv(GATFamily):
                       else Linear(dst_in, hc, bias=bias, weight_initializer="glorot"))
         if score != "gatv2":
             self.register_parameter("att", None)
-        self._use_score(make_score(score, out_channels, heads, negative_slope=negative_slope),
-                        native=score == "gatv2")
+        self._use_score(score, out_channels, heads, native="gatv2", negative_slope=negative_slope)
         self.lin_edge = (Linear(edge_dim, hc, bias=False, weight_initializer="glorot")
                          if edge_dim is not None else None)
 
