@@ -67,6 +67,7 @@ class Score(nn.Module):
 
     def forward(self, query: Tensor, key: Tensor, *, edge_index: Tensor | None = None,
                 bias: Tensor | None = None) -> Tensor:
+        """Logits ``(..., L_q, L_k)`` (dense) or ``(E, *)`` (sparse); see the module docstring."""
         return self.logits(query, self.project_key(key, edge_index), edge_index=edge_index, bias=bias)
 
     def _require_equal_sizes(self, name: str) -> None:
