@@ -276,7 +276,7 @@ def test_dropout_eval_is_identity_train_is_not():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("score", ["dot", "scaled_dot", "cosine", "bilinear", "additive", "gatv2", "gat"])
+@pytest.mark.parametrize("score", ["dot", "scaled_dot", "cosine", "bilinear", "gatv2", "gat"])
 @pytest.mark.parametrize("edge_dim", [None, 3])
 def test_other_scores_run(score, edge_dim):
     x, edge_index, edge_attr = _graph(edge_dim=edge_dim)
@@ -535,3 +535,15 @@ def test_gat_score_parameters_stay_at_the_top_and_shared_through_copies():
         assert copy_.scorer.att_src is copy_.att_src and copy_.scorer.att_dst is copy_.att_dst
     other = GATConv(5, 4, heads=2, score="bilinear")
     assert other.att_src is None and "scorer.weight" in other.state_dict()
+
+
+def test_additive_is_the_old_name_of_the_gat_score():
+    # runs saved before the core named GAT's score "gat" carry score: additive in their config
+    torch.manual_seed(0)
+    new = GATConv(6, 4, heads=2, score="gat")
+    with pytest.warns(FutureWarning, match="old name of score='gat'"):
+        old = GATConv(6, 4, heads=2, score="additive")
+    assert old.score == "gat" and list(old.state_dict()) == list(new.state_dict())
+    old.load_state_dict(new.state_dict())
+    x, edge_index = torch.randn(5, 6), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    torch.testing.assert_close(old(x, edge_index), new(x, edge_index))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable
 from typing import Any
 
@@ -155,6 +157,12 @@ class GATConv(GATFamily):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if score == "additive":
+            # configs and checkpoints saved before the core named GAT's score "gat" say "additive"
+            # and mean GAT's score; Bahdanau's additive score has other parameters and would not load
+            warnings.warn("GATConv(score='additive') is the old name of score='gat' (GAT's decomposed score); "
+                          "it builds 'gat'. Write score='gat'.", FutureWarning, stacklevel=2)
+            score = "gat"
         check_attention_options(score, normalizer)
         self.in_channels = in_channels
         self.out_channels = out_channels
