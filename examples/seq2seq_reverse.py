@@ -20,17 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from graphmem.attention import NORMALIZERS
+from graphmem.attention import NORMALIZERS, SCORES
 from graphmem.data.sequence_tasks import BOS, EOS, PAD, SEQUENCE_TASKS, sequence_task_batch, vocab_size
 from graphmem.models.seq2seq import Seq2Seq
-from graphmem.nn.seq2seq_attention import SEQ2SEQ_SCORES
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="reverse", choices=SEQUENCE_TASKS)
-    parser.add_argument("--score", default="additive", choices=SEQ2SEQ_SCORES)
+    parser.add_argument("--score", default="additive", choices=tuple(SCORES))
     parser.add_argument("--normalizer", default="softmax", choices=NORMALIZERS)
     parser.add_argument("--steps", type=int, default=1500, help="training batches (at most)")
     parser.add_argument("--time-limit", type=float, default=150.0, help="seconds of training (at most)")

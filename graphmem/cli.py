@@ -3,9 +3,11 @@
     graphmem fit --config recipes/tox21_gat.yaml          # train (and test, if the recipe says so)
     graphmem test --config recipes/tox21_gat.yaml --ckpt_path path/to/best.ckpt
     graphmem fit --config recipes/tox21_gat.yaml --ckpt_path last   # resume the newest run
+    graphmem fit --config recipes/tox21_gat.yaml --ensemble 3       # 3 models, seeds 0-2 (graphmem.ensemble)
     graphmem recipes                                     # list the recipes
     graphmem plot molecule --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO --out a.png
     graphmem predict --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO c1ccccc1 --out p.csv
+    graphmem predict --model tox21 --smiles CCO                     # the Tox21 model shipped with graphmem
 
 Every value of a recipe can be overridden on the command line (``--trainer.max_epochs 5``).
 Checkpoints also hold the random number generators, so a resumed run ends as an uninterrupted
@@ -42,10 +44,11 @@ USAGE = f"""usage: graphmem [--version] [--traceback] <command> [options]
 graphmem {graphmem.__version__}: graph attention networks and memory networks.
 
 commands:
-  fit        train a recipe (graphmem fit --config recipes/tox21_gat.yaml)
+  fit        train a recipe (graphmem fit --config recipes/tox21_gat.yaml); --ensemble N trains N seeds
   validate   score a checkpoint on the validation set (--ckpt_path required)
   test       score a checkpoint on the test set (--ckpt_path required)
   predict    predict with a checkpoint; with --smiles/--smiles_file, molecules given as SMILES
+             (--model tox21: the shipped Tox21 model, no training needed)
   recipes    list the recipes
   plot       draw a molecule's attention, an NTM run, or training curves
 
@@ -54,10 +57,13 @@ commands:
 
 
 #: library messages that say nothing about the user's run: a deprecation inside Lightning's own
-#: code, a note on an IterableDataset that graphmem's loaders size correctly, an advertisement
+#: code, a note on an IterableDataset that graphmem's loaders size correctly, LightningCLI's
+#: caution when given arguments while the process has its own (graphmem hands it each recipe
+#: that predict loads and each member that fit --ensemble trains), an advertisement
 LIBRARY_NOISE: tuple[str, ...] = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Your `IterableDataset` has `__len__` defined",
+    r"LightningCLI's args parameter is intended to run from within Python",
 )
 ADVERTISEMENT = "💡 Tip:"
 
@@ -81,19 +87,24 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
         for name, header in recipe_summaries():
             print(f"{name:<24} {header}")
         return None
+    # torch and Lightning load only below: `graphmem recipes` and `--help` answer without them
+    quiet_library_noise()
     if args[:1] == ["plot"]:
         from graphmem.plot.cli import plot_main  # matplotlib and RDKit drawing only when plotting
 
         plot_main(args[1:])
         return None
-    if args[:1] == ["predict"] and any(arg.split("=")[0] in ("--smiles", "--smiles_file", "-h", "--help")
-                                       for arg in args):
+    if args[:1] == ["predict"] and any(
+            arg.split("=")[0] in ("--smiles", "--smiles_file", "--model", "-h", "--help") for arg in args):
         from graphmem.predict import predict_main
 
         predict_main(args[1:])
         return None
-    # torch and Lightning load only here: `graphmem recipes` and `--help` answer without them
-    quiet_library_noise()
+    if args[:1] == ["fit"] and any(arg.split("=")[0] == "--ensemble" for arg in args):
+        from graphmem.ensemble import ensemble_fit
+
+        ensemble_fit(args[1:])
+        return None
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -125,7 +136,8 @@ def main(args: list[str] | None = None) -> GraphmemCLI | None:
     """Runs the command with ``args`` (default: the process's arguments).
 
     Called with ``args`` (in Python) it returns the finished :class:`GraphmemCLI` (its trainer,
-    model and datamodule), or ``None`` for ``recipes``, ``plot`` and ``predict --smiles``, and
+    model and datamodule), or ``None`` for ``recipes``, ``plot``, ``predict --smiles`` and
+    ``fit --ensemble`` (whose manifest, ``ensemble.json``, says what it trained), and
     raises :class:`GraphmemError` for bad input. From the shell it returns ``None`` (exit status
     0), and bad input ends the command with its message on stderr and the error's exit status
     (2; 143 for SIGTERM).

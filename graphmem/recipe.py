@@ -56,6 +56,11 @@ def checkpoint_data(ckpt_path: str | os.PathLike | None) -> dict[str, Any] | Non
         return None
 
 
+def describe_data(identity: Mapping[str, Any]) -> str:
+    """A data identity (see :func:`checkpoint_data`) as words for an error message."""
+    return ", ".join(f"{key} {value}" for key, value in identity.items())
+
+
 def check_data_matches(ckpt_path: str | os.PathLike | None, datamodule: LightningDataModule, config: str) -> None:
     """Raises :class:`GraphmemError` naming both data sets when the checkpoint was trained on
     other data than the recipe ``config`` loads with ``datamodule``."""
@@ -65,11 +70,8 @@ def check_data_matches(ckpt_path: str | os.PathLike | None, datamodule: Lightnin
     recipe = data_identity(datamodule)
     trained = {key: trained.get(key) for key in recipe}  # a molecule checkpoint also holds task names
     if trained != recipe:
-        def describe(identity: Mapping[str, Any]) -> str:
-            return ", ".join(f"{key} {value}" for key, value in identity.items())
-
-        raise GraphmemError(f"checkpoint {ckpt_path} was trained on {describe(trained)} but {config} "
-                            f"loads {describe(recipe)}; use the recipe the checkpoint was trained with")
+        raise GraphmemError(f"checkpoint {ckpt_path} was trained on {describe_data(trained)} but {config} "
+                            f"loads {describe_data(recipe)}; use the recipe the checkpoint was trained with")
 
 
 def check_weights_fit(ckpt_path: str | os.PathLike | None, model: torch.nn.Module,

@@ -1,4 +1,5 @@
-"""Shared fixtures (small molecule tables written to a temporary data folder) and checks of what a run prints."""
+"""Shared fixtures (small molecule tables written to a temporary data folder), a hand-built reference
+model, and checks of what a run prints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch_geometric.loader import DataLoader
 
+from graphmem.data import smiles_to_graph
 from graphmem.data.molecule import TOX21_TASKS
+from graphmem.models import MoleculeGAT
 
 # Real drug-like molecules of varied size; enough distinct scaffolds for a scaffold split.
 SMILES = [
@@ -57,3 +62,16 @@ def rows_in_order(text: str, names: list[str]) -> bool:
     """Whether the table rows ``| name |`` appear once each in ``text``, in the order of ``names``."""
     positions = [text.find(f"| {name} |") for name in names]
     return all(text.count(f"| {name} |") == 1 for name in names) and positions == sorted(positions)
+
+
+def reference_probabilities(checkpoint: Path, molecules: list, hidden_channels: int = 16) -> torch.Tensor:
+    """sigmoid of the logits of a Tox21-recipe checkpoint's network, built and run by hand on
+    ``molecules`` (SMILES strings or graphs), with ``hidden_channels`` as it was trained."""
+    model = MoleculeGAT(num_tasks=12, hidden_channels=hidden_channels, heads=4, num_layers=3, dropout=0.1,
+                        readout="mean+max")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
+    graphs = [smiles_to_graph(m) if isinstance(m, str) else m for m in molecules]
+    batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
+    with torch.no_grad():
+        return torch.sigmoid(model.eval()(batch))

@@ -10,14 +10,18 @@ import torch.nn.functional as F
 from torch_geometric.utils import softmax as pyg_softmax
 
 from graphmem.attention import (
+    SCORES,
     AdditiveScore,
     BilinearScore,
     CosineScore,
     DotScore,
+    GATScore,
+    GATv2Score,
     ScaledDotScore,
     additive_score,
     attention,
     bilinear_score,
+    check_attention_options,
     combine_heads,
     cosine_score,
     decomposed_additive_score,
@@ -32,6 +36,8 @@ from graphmem.attention import (
     segment_softmax,
     sparse_read,
 )
+
+from tests.hand_attention import hand_score, randomize
 
 DT = torch.float64
 
@@ -178,44 +184,44 @@ def _dense(x):  # (N, H, D) -> (H, N, D)
 @pytest.mark.parametrize("fn", [dot_score, scaled_dot_score])
 def test_dot_scores_sparse_equals_dense(fn):
     q, k, ei = _sparse_inputs()
-    torch.testing.assert_close(fn(q, k, ei), _gather(fn(_dense(q), _dense(k)), ei))
+    torch.testing.assert_close(fn(q, k, edge_index=ei), _gather(fn(_dense(q), _dense(k)), ei))
 
 
 def test_bilinear_sparse_equals_dense():
     q, k, ei = _sparse_inputs()
     w = torch.randn(H, D, D, dtype=DT)
     dense = bilinear_score(_dense(q), _dense(k), w.unsqueeze(1))
-    torch.testing.assert_close(bilinear_score(q, k, w, ei), _gather(dense, ei))
+    torch.testing.assert_close(bilinear_score(q, k, w, edge_index=ei), _gather(dense, ei))
     # and per pair by hand
     for e in range(E):
         j, i = int(ei[0, e]), int(ei[1, e])
         for h in range(H):
-            assert float(bilinear_score(q, k, w, ei)[e, h]) == pytest.approx(float(k[j, h] @ w[h] @ q[i, h]))
+            assert float(bilinear_score(q, k, w, edge_index=ei)[e, h]) == pytest.approx(float(k[j, h] @ w[h] @ q[i, h]))
 
 
 def test_cosine_sparse_equals_dense():
     q, k, ei = _sparse_inputs()
     beta = torch.rand(NQ, H, dtype=DT) * 4  # one strength per query and head
     dense = cosine_score(_dense(q), _dense(k), beta.t())
-    torch.testing.assert_close(cosine_score(q, k, beta, ei), _gather(dense, ei))
-    torch.testing.assert_close(cosine_score(q, k, 2.0, ei), _gather(cosine_score(_dense(q), _dense(k), 2.0), ei))
+    torch.testing.assert_close(cosine_score(q, k, beta, edge_index=ei), _gather(dense, ei))
+    torch.testing.assert_close(cosine_score(q, k, 2.0, edge_index=ei), _gather(cosine_score(_dense(q), _dense(k), 2.0), ei))
 
 
 def test_additive_sparse_equals_dense():
     q, k, ei = _sparse_inputs()
     v = torch.randn(H, D, dtype=DT)
     dense = additive_score(_dense(q), _dense(k), v.unsqueeze(1))
-    torch.testing.assert_close(additive_score(q, k, v, ei), _gather(dense, ei))
+    torch.testing.assert_close(additive_score(q, k, v, edge_index=ei), _gather(dense, ei))
 
 
 def test_decomposed_additive_sparse_equals_dense_and_loop():
     q, k, ei = _sparse_inputs()
     a_q, a_k = torch.randn(1, H, D, dtype=DT), torch.randn(1, H, D, dtype=DT)
     bias = torch.randn(E, H, dtype=DT)
-    sparse = decomposed_additive_score(q, k, a_q, a_k, ei)
+    sparse = decomposed_additive_score(q, k, a_q, a_k, edge_index=ei)
     dense = decomposed_additive_score(_dense(q), _dense(k), a_q.transpose(0, 1), a_k.transpose(0, 1))
     torch.testing.assert_close(sparse, _gather(dense, ei))
-    with_bias = decomposed_additive_score(q, k, a_q, a_k, ei, bias=bias, negative_slope=0.3)
+    with_bias = decomposed_additive_score(q, k, a_q, a_k, edge_index=ei, bias=bias, negative_slope=0.3)
     for e in range(E):
         j, i = int(ei[0, e]), int(ei[1, e])
         for h in range(H):
@@ -226,7 +232,7 @@ def test_decomposed_additive_sparse_equals_dense_and_loop():
 def test_decomposed_additive_without_query():
     q, k, ei = _sparse_inputs()
     a_q, a_k = torch.randn(1, H, D, dtype=DT), torch.randn(1, H, D, dtype=DT)
-    out = decomposed_additive_score(None, k, a_q, a_k, ei)
+    out = decomposed_additive_score(None, k, a_q, a_k, edge_index=ei)
     ref = F.leaky_relu((k[ei[0]] * a_k).sum(-1), 0.2)
     torch.testing.assert_close(out, ref)
 
@@ -596,7 +602,7 @@ def test_attention_dense_equals_sdpa():
     q = torch.randn(2, 3, 5, 8)
     k = torch.randn(2, 3, 7, 8)
     v = torch.randn(2, 3, 7, 6)
-    out, w = attention(q, k, v)
+    out, w, *_ = attention(q, k, v)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), atol=1e-5, rtol=1e-5)
     assert w.shape == (2, 3, 5, 7)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 3, 5))
@@ -608,7 +614,7 @@ def test_attention_dense_mask_equals_sdpa():
     v = torch.randn(2, 7, 6)
     mask = torch.rand(2, 5, 7) > 0.5
     mask[..., 0] = True  # no fully masked rows (SDPA would give NaN there)
-    out, w = attention(q, k, v, mask=mask)
+    out, w, *_ = attention(q, k, v, mask=mask)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(w[~mask], torch.zeros(int((~mask).sum())))
@@ -617,7 +623,7 @@ def test_attention_dense_mask_equals_sdpa():
 def test_attention_dense_bias_equals_sdpa_float_mask():
     q, k, v = torch.randn(4, 8), torch.randn(6, 8), torch.randn(6, 3)
     bias = torch.randn(4, 6)
-    out, _ = attention(q, k, v, bias=bias)
+    out, _, *_ = attention(q, k, v, bias=bias)
     ref = F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=bias[None])[0]
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
@@ -626,7 +632,7 @@ def test_attention_dense_fully_masked_row_reads_zero():
     q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
     mask = torch.ones(3, 5, dtype=torch.bool)
     mask[1] = False
-    out, w = attention(q, k, v, mask=mask)
+    out, w, *_ = attention(q, k, v, mask=mask)
     assert torch.equal(out[1], torch.zeros(2))
     assert torch.isfinite(out).all()
 
@@ -640,19 +646,19 @@ def test_attention_sparse_complete_graph_equals_dense():
     ei = torch.stack([src.flatten(), dst.flatten()])
     perm = torch.randperm(ei.size(1))
     ei = ei[:, perm]
-    out_s, w_s = attention(q, k, v, edge_index=ei, num_queries=nq)
-    out_d, w_d = attention(_dense(q), _dense(k), _dense(v))
+    out_s, w_s, *_ = attention(q, k, v, edge_index=ei, num_queries=nq)
+    out_d, w_d, *_ = attention(_dense(q), _dense(k), _dense(v))
     torch.testing.assert_close(out_s, out_d.transpose(0, 1))
     torch.testing.assert_close(w_s, _gather(w_d, ei))
 
 
-@pytest.mark.parametrize("score", [dot_score, lambda q, k, ei: cosine_score(q, k, 3.0, ei)])
+@pytest.mark.parametrize("score", [dot_score, lambda q, k, **layout: cosine_score(q, k, 3.0, **layout)])
 def test_attention_sparse_vs_loop(score):
     nq, nk, d = 4, 6, 3
     q, k, v = torch.randn(nq, d, dtype=DT), torch.randn(nk, d, dtype=DT), torch.randn(nk, 2, dtype=DT)
     ei = _random_edges(nk, nq - 1, 10)  # query nq-1 is isolated
-    out, w = attention(q, k, v, score=score, edge_index=ei, num_queries=nq)
-    logits = score(q, k, ei)
+    out, w, *_ = attention(q, k, v, score=score, edge_index=ei, num_queries=nq)
+    logits = score(q, k, edge_index=ei)
     ref = torch.zeros(nq, 2, dtype=DT)
     for i in range(nq):
         edges = [e for e in range(ei.size(1)) if int(ei[1, e]) == i]
@@ -668,16 +674,16 @@ def test_attention_sparse_vs_loop(score):
 
 def test_attention_dropout_only_in_training():
     q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
-    a, _ = attention(q, k, v, dropout=0.5, training=False)
-    b, _ = attention(q, k, v)
+    a, _, *_ = attention(q, k, v, dropout=0.5, training=False)
+    b, _, *_ = attention(q, k, v)
     torch.testing.assert_close(a, b)
-    _, w = attention(q, k, v, dropout=0.5, training=True)
+    _, w, *_ = attention(q, k, v, dropout=0.5, training=True)
     assert (w == 0).any()
 
 
 def test_attention_hard_normalizer_selects_one_value():
     q, k, v = torch.randn(3, 4), torch.randn(5, 4), torch.randn(5, 2)
-    out, w = attention(q, k, v, normalizer="hard")
+    out, w, *_ = attention(q, k, v, normalizer="hard")
     best = scaled_dot_score(q, k).argmax(-1)
     torch.testing.assert_close(out, v[best])
 
@@ -687,17 +693,17 @@ def test_attention_hard_normalizer_selects_one_value():
 # --------------------------------------------------------------------------------------------
 
 
-def test_additive_score_module_hand_and_layouts():
+def test_gat_score_module_hand_and_layouts():
     heads, d = 2, 4
-    mod = AdditiveScore(d, heads, negative_slope=0.1).double()
+    mod = GATScore(d, heads, negative_slope=0.1).double()
     q, k = torch.randn(3, heads, d, dtype=DT), torch.randn(5, heads, d, dtype=DT)
     ei = _random_edges(5, 3, 9)
-    sparse = mod(q, k, ei).detach()
+    sparse = mod(q, k, edge_index=ei).detach()
     assert sparse.shape == (9, heads)
     for e in range(9):
         j, i = int(ei[0, e]), int(ei[1, e])
         for h in range(heads):
-            pre = _dot(mod.att_query.detach()[h], q[i, h]) + _dot(mod.att_key.detach()[h], k[j, h])
+            pre = _dot(mod.att_dst.detach()[0, h], q[i, h]) + _dot(mod.att_src.detach()[0, h], k[j, h])
             assert float(sparse[e, h]) == pytest.approx(_leaky(pre, 0.1))
     dense = mod(q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0)).detach()  # (1, H, L, D)
     assert dense.shape == (1, heads, 3, 5)
@@ -709,23 +715,23 @@ def test_bilinear_identity_init_equals_dot():
     mod = BilinearScore(d, heads)
     q, k = torch.randn(4, heads, d), torch.randn(6, heads, d)
     ei = _random_edges(6, 4, 10)
-    torch.testing.assert_close(mod(q, k, ei), dot_score(q, k, ei))
+    torch.testing.assert_close(mod(q, k, edge_index=ei), dot_score(q, k, edge_index=ei))
     qd, kd = torch.randn(2, heads, 4, d), torch.randn(2, heads, 6, d)
     torch.testing.assert_close(mod(qd, kd), dot_score(qd, kd))
     with torch.no_grad():
         mod.weight.normal_()
-    assert not torch.allclose(mod(q, k, ei), dot_score(q, k, ei))
+    assert not torch.allclose(mod(q, k, edge_index=ei), dot_score(q, k, edge_index=ei))
     mod.reset_parameters()
-    torch.testing.assert_close(mod(q, k, ei), dot_score(q, k, ei))
+    torch.testing.assert_close(mod(q, k, edge_index=ei), dot_score(q, k, edge_index=ei))
 
 
 def test_cosine_score_module():
     heads, d = 2, 5
-    mod = CosineScore(heads, beta=2.5)
+    mod = CosineScore(d, heads, beta=2.5)
     torch.testing.assert_close(mod.beta, torch.full((heads,), 2.5))
     q, k = torch.randn(3, heads, d), torch.randn(4, heads, d)
     ei = _random_edges(4, 3, 7)
-    out = mod(q, k, ei)
+    out = mod(q, k, edge_index=ei)
     ref = 2.5 * F.cosine_similarity(q[ei[1]], k[ei[0]], dim=-1)
     torch.testing.assert_close(out, ref)
     qd, kd = q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0)
@@ -739,21 +745,21 @@ def test_cosine_score_module():
 
 def test_dot_and_scaled_dot_modules():
     q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
-    torch.testing.assert_close(DotScore()(q, k), q @ k.transpose(-1, -2))
-    torch.testing.assert_close(ScaledDotScore()(q, k), q @ k.transpose(-1, -2) / 2.0)
+    torch.testing.assert_close(DotScore(4)(q, k), q @ k.transpose(-1, -2))
+    torch.testing.assert_close(ScaledDotScore(4)(q, k), q @ k.transpose(-1, -2) / 2.0)
 
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("additive", AdditiveScore), ("dot", DotScore), ("scaled_dot", ScaledDotScore),
-     ("bilinear", BilinearScore), ("cosine", CosineScore)],
+    [("gat", GATScore), ("gatv2", GATv2Score), ("additive", AdditiveScore), ("dot", DotScore),
+     ("scaled_dot", ScaledDotScore), ("bilinear", BilinearScore), ("cosine", CosineScore)],
 )
 def test_make_score(name, cls):
     mod = make_score(name, 4, heads=2)
     assert isinstance(mod, cls)
     q, k = torch.randn(3, 2, 4), torch.randn(5, 2, 4)
     ei = _random_edges(5, 3, 6)
-    assert mod(q, k, ei).shape == (6, 2)
+    assert mod(q, k, edge_index=ei).shape == (6, 2)
     mod.reset_parameters()
 
 
@@ -769,3 +775,137 @@ def test_hard_fully_masked_row_reads_nothing(method):
     weights = normalize(logits, method, mask=mask)
     assert weights[1].eq(0).all()
     assert weights[0].sum() == 1 and weights[2].sum() == 1 and weights[0, 1] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the one contract: every score module, the registry, the "none" normalizer, scale, NTM
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_every_score_module_is_its_formula_in_both_layouts(name):
+    heads, d = 2, 4
+    mod = make_score(name, d, heads).double()
+    randomize(mod)
+    q, k = torch.randn(3, heads, d, dtype=DT), torch.randn(5, heads, d, dtype=DT)  # sparse (N, H, D)
+    qd, kd = _dense(q).unsqueeze(0), _dense(k).unsqueeze(0)  # dense (1, H, L, D)
+    dense = mod(qd, kd)
+    torch.testing.assert_close(dense, hand_score(name, mod, qd, kd))
+    ei = _random_edges(5, 3, 9)
+    bias = torch.randn(9, heads, dtype=DT)
+    sparse = mod(q, k, edge_index=ei, bias=bias)
+    if name == "gat":  # the bias goes inside GAT's LeakyReLU
+        pre = torch.einsum("ehd,hd->eh", q[ei[1]], mod.att_dst[0]) + torch.einsum("ehd,hd->eh", k[ei[0]], mod.att_src[0])
+        torch.testing.assert_close(sparse, F.leaky_relu(pre + bias, 0.2))
+    else:  # and is added to every other logit
+        torch.testing.assert_close(sparse, _gather(dense[0], ei) + bias)
+    # the key side computed once gives the same logits
+    torch.testing.assert_close(mod.logits(qd, mod.project_key(kd)), dense)
+
+
+@pytest.mark.parametrize("name", list(SCORES))
+def test_scores_with_one_head_take_inputs_without_a_head_dimension(name):
+    mod = make_score(name, 4).double()
+    randomize(mod)
+    q, k = torch.randn(2, 3, 4, dtype=DT), torch.randn(2, 5, 4, dtype=DT)  # (B, L, D)
+    expected = hand_score(name, mod, q.unsqueeze(1), k.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(mod(q, k), expected)
+    ei = _random_edges(5, 3, 7)
+    torch.testing.assert_close(mod(q[0], k[0], edge_index=ei), expected[0][ei[1], ei[0]])
+
+
+def test_additive_is_bahdanau_and_gat_is_gats_score():
+    mod = make_score("additive", 3, key_channels=5, hidden_channels=4).double()
+    q, k = torch.randn(1, 2, 3, dtype=DT), torch.randn(1, 6, 5, dtype=DT)
+    w, u, v = mod.key_weight[0], mod.query_weight[0], mod.att[0]
+    expected = torch.tanh((k @ w.t()).unsqueeze(-3) + (q @ u.t()).unsqueeze(-2)) @ v  # v^T tanh(W k + U q)
+    torch.testing.assert_close(mod(q, k), expected)
+    gat = make_score("gat", 3, key_channels=5, negative_slope=0.1).double()
+    expected = F.leaky_relu((q @ gat.att_dst[0, 0]).unsqueeze(-1) + (k @ gat.att_src[0, 0]).unsqueeze(-2), 0.1)
+    torch.testing.assert_close(gat(q, k), expected)
+
+
+def test_one_check_with_a_one_line_error_listing_the_choices():
+    with pytest.raises(ValueError) as error:
+        check_attention_options(score="euclid")
+    assert str(error.value) == ("unknown score 'euclid'; choose one of gat, gatv2, additive, dot, scaled_dot, "
+                                "bilinear, cosine")
+    with pytest.raises(ValueError) as error:
+        check_attention_options(normalizer="sparsemax")
+    assert str(error.value) == "unknown normalizer 'sparsemax'; choose one of softmax, hard, gumbel, gumbel_hard, none"
+    with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'"):
+        normalize(torch.randn(3), "sparsemax")
+    check_attention_options("gat", "none")
+
+
+def test_make_score_sizes_and_options():
+    assert make_score("dot", 4, negative_slope=0.1, beta=3.0).extra_repr() == "4, heads=1"  # not its options
+    assert make_score("cosine", 4, beta=3.0).beta.item() == pytest.approx(3.0)
+    assert make_score("gat", 4, negative_slope=0.3).negative_slope == 0.3
+    assert make_score("bilinear", 3, 2, key_channels=5).weight.shape == (2, 5, 3)
+    for name in ("dot", "scaled_dot", "cosine", "gatv2"):
+        with pytest.raises(ValueError, match=r"query size \(3\) must equal the key size \(5\)"):
+            make_score(name, 3, key_channels=5)
+
+
+def test_none_normalizer_keeps_the_logits_dense_and_sparse():
+    logits = torch.randn(2, 3, 4)
+    keep = torch.rand(2, 3, 4) > 0.3
+    torch.testing.assert_close(normalize(logits, "none", mask=keep), logits * keep)
+    edge_logits = torch.randn(7, 2)
+    assert torch.equal(normalize(edge_logits, "none", index=torch.tensor([0, 0, 1, 2, 2, 2, 3])), edge_logits)
+    q, k, v = torch.randn(3, 4, dtype=DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 2, dtype=DT)
+    out, w, *_ = attention(q, k, v, dot_score, "none")
+    torch.testing.assert_close(out, (q @ k.t()) @ v)  # linear attention: r = (q^T k) v
+
+
+def test_scale_bias_and_transform_order():
+    q, k, v = torch.randn(3, 4, dtype=DT), torch.randn(5, 4, dtype=DT), torch.randn(5, 2, dtype=DT)
+    bias = torch.randn(3, 5, dtype=DT)
+    result = attention(q, k, v, dot_score, scale=2.5, bias=bias, logits_transform=lambda s: s - 1.0)
+    logits = 2.5 * (q @ k.t() + bias) - 1.0
+    torch.testing.assert_close(result.logits, logits)
+    torch.testing.assert_close(result.out, torch.softmax(logits, -1) @ v)
+
+
+def test_weights_before_and_after_dropout():
+    q, k, v = torch.randn(3, 4), torch.randn(6, 4), torch.randn(6, 2)
+    result = attention(q, k, v, dropout=0.5, training=True)
+    torch.testing.assert_close(result.normalized.sum(-1), torch.ones(3))
+    assert (result.weights == 0).any()
+    torch.testing.assert_close(result.weights[result.weights != 0], 2 * result.normalized[result.weights != 0])
+    torch.testing.assert_close(result.out, result.weights @ v)
+
+
+def test_sparse_attention_takes_the_fused_read_when_large(monkeypatch):
+    import graphmem.attention.read as read_module
+
+    calls = []
+    fused = read_module.sparse_read_fused
+    monkeypatch.setattr(read_module, "sparse_read_fused", lambda *a: calls.append(1) or fused(*a))
+    q, k, v = torch.randn(4, 2, 3, dtype=DT), torch.randn(5, 2, 3, dtype=DT), torch.randn(5, 2, 6, dtype=DT)
+    ei = _random_edges(5, 4, 12)
+    small, *_ = attention(q, k, v, edge_index=ei)
+    assert not calls
+    monkeypatch.setattr(read_module, "FUSED_MIN_MESSAGE_SIZE", 0)
+    large, *_ = attention(q, k, v, edge_index=ei)
+    assert calls == [1]
+    torch.testing.assert_close(large, small)
+    custom, *_ = attention(q, k, v, edge_index=ei, read=lambda w, val, e, n: torch.zeros(n, 2, 6, dtype=DT))
+    assert custom.eq(0).all() and calls == [1]
+
+
+def test_ntm_content_addressing_is_the_dense_core():
+    """w_i = softmax_i(beta cos(k, M_i)) over memory rows and r = sum_i w_i M_i (Graves et al. 2014),
+    one query row per head, each with its own key strength beta."""
+    batch, heads, rows, width = 2, 3, 7, 5
+    memory = torch.randn(batch, rows, width, dtype=DT)
+    memory[0, 2] = 0.0  # an unwritten row: cosine 0, not NaN
+    key = torch.randn(batch, heads, width, dtype=DT)
+    beta = torch.rand(batch, heads, dtype=DT) * 5
+    read, weights, *_ = attention(key, memory, memory, score=cosine_score, scale=beta.unsqueeze(-1))
+    cos = (key @ memory.transpose(1, 2)) / (key.norm(dim=-1, keepdim=True) * memory.norm(dim=-1).clamp_min(1e-8)[:, None])
+    expected = torch.softmax(beta[..., None] * cos, -1)
+    torch.testing.assert_close(weights, expected)
+    torch.testing.assert_close(read, expected @ memory)
+    assert torch.isfinite(weights).all()

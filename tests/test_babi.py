@@ -16,6 +16,7 @@ from graphmem.lit import QATask, error_table
 from graphmem.models import NTMQA, MemoryNetwork, SentenceEncoder, position_encoding
 from graphmem.models.sentence_encoding import unique_sentences
 from tests.conftest import assert_graphmem_tables_only, rows_in_order
+from tests.hand_attention import NORMALIZER_NAMES, SCORE_NAMES, hand_normalize, hand_score, randomize
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 MIRROR = Path(os.environ.get("GRAPHMEM_DATA", "/nonexistent")) / "babi" / "tasks_1-20_v1-2"
@@ -196,6 +197,50 @@ def test_first_hop_is_softmax_of_memory_dot_question():
     model.linear_start = True  # softmax removed: the raw dot products
     _, linear = model(story, question, return_attention_weights=True)
     assert torch.allclose(linear[0, 0, :3], m @ u, atol=1e-6)
+
+
+def _hand_memory_network(model: MemoryNetwork, story: torch.Tensor, question: torch.Tensor,
+                         normalizer: str, uniforms: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """MemN2N written out, for a bag-of-words model without temporal encoding:
+    p = normalize(s(m_i, u)) over the statements that exist, u <- u + sum_i p_i c_i, a = W u."""
+    tables = [e.embedding.weight for e in model.embeddings]
+    memories = [table[story].sum(-2) for table in tables]  # (B, S, d) per embedding; row 0 is zero
+    keep = story.ne(0).any(-1)[:, None, None, :]  # (B, 1, 1, S)
+    u = tables[0][question].sum(-2)  # (B, d)
+    hops = []
+    for hop in range(model.hops):
+        logits = hand_score(model.score, model.scorer, u[:, None, None, :], memories[hop][:, None])
+        p = hand_normalize(normalizer, logits, keep, uniforms[hop])  # (B, 1, 1, S)
+        u = u + (p @ memories[hop + 1][:, None]).flatten(1)
+        hops.append(p.flatten(1))
+    return u @ tables[-1].t(), torch.stack(hops, 1)
+
+
+@pytest.mark.parametrize(("score", "normalizer"), [(s, n) for s in SCORE_NAMES for n in NORMALIZER_NAMES])
+@pytest.mark.parametrize("linear_start", [False, True])
+def test_memory_network_every_score_and_normalizer_by_hand(score, normalizer, linear_start):
+    model = MemoryNetwork(vocab_size=12, embedding_dim=5, hops=2, memory_size=4, position_encoding=False,
+                          temporal_encoding=False, noise=0.0, score=score, normalizer=normalizer).double().eval()
+    randomize(model.scorer)
+    model.linear_start = linear_start  # the paper's linear start: no normalization at all
+    story = torch.tensor([[[1, 2, 3], [4, 5, 0], [6, 0, 0], [0, 0, 0]], [[7, 8, 0], [9, 1, 2], [0, 0, 0], [0, 0, 0]]])
+    question = torch.tensor([[7, 8, 0], [3, 0, 0]])
+    torch.manual_seed(1)
+    logits, attention = model(story, question, return_attention_weights=True)
+    used = "none" if linear_start else normalizer
+    torch.manual_seed(1)  # the U(0, 1) draws of a Gumbel normalizer, one (B, 1, S) per hop
+    uniforms = [torch.rand(2, 1, 4, dtype=torch.float64).unsqueeze(1) if used.startswith("gumbel") else None
+                for _ in range(model.hops)]
+    ref_logits, ref_attention = _hand_memory_network(model, story, question, used, uniforms)
+    torch.testing.assert_close(attention, ref_attention)
+    torch.testing.assert_close(logits, ref_logits)
+
+
+def test_memory_network_rejects_unknown_score_and_normalizer():
+    with pytest.raises(ValueError, match="unknown score 'euclid'; choose one of gat, gatv2, additive"):
+        MemoryNetwork(vocab_size=5, score="euclid")
+    with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'; choose one of softmax, hard"):
+        MemoryNetwork(vocab_size=5, normalizer="sparsemax")
 
 
 def test_random_noise_only_ages_statements_in_training():

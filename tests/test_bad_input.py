@@ -21,8 +21,8 @@ from tests.conftest import molecule_table, write_tox21
 
 # The steps of GATConv.forward after the checks, as the modules call them (the read is its
 # MessagePassing base's).
-KERNELS = ((gat_conv_module, "decomposed_additive_score"), (gat_conv_module, "normalize"),
-           (message_passing_module, "sparse_read_auto"), (gat_conv_module, "combine_heads"))
+KERNELS = ((gat_conv_module, "attention"), (message_passing_module, "sparse_read_auto"),
+           (gat_conv_module, "combine_heads"))
 
 
 @pytest.fixture(autouse=True)

@@ -384,8 +384,9 @@ def test_config_finds_a_shipped_recipe_by_name_from_any_folder(tmp_path, monkeyp
     assert cli.trainer.state.finished and cli.datamodule.hparams.dataset == "karate"
 
 
-def test_wheel_ships_the_recipes(tmp_path):
-    """A non-editable install finds the recipes: the wheel holds them under graphmem/recipes."""
+def test_wheel_ships_the_recipes_and_the_pretrained_models(tmp_path):
+    """A non-editable install finds the recipes and the shipped models: the wheel holds them
+    under graphmem/recipes and graphmem/pretrained."""
     import shutil
     import subprocess
     import zipfile
@@ -401,5 +402,10 @@ def test_wheel_ships_the_recipes(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q", "-w",
                     str(tmp_path / "wheel"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
-    shipped = {Path(name).name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("graphmem/recipes/")}
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(name).name for name in names if name.startswith("graphmem/recipes/")}
     assert shipped == {path.name for path in RECIPES.glob("*.yaml")}
+    pretrained = root / "graphmem" / "pretrained"
+    assert {name for name in names if name.startswith("graphmem/pretrained/")} == {
+        f"graphmem/pretrained/{path.relative_to(pretrained).as_posix()}" for path in pretrained.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts}

@@ -59,6 +59,21 @@ def test_plot_curves_verb_writes_png(metrics_csv, tmp_path, capsys):
     assert f"wrote {out}" in capsys.readouterr().out
 
 
+def test_several_runs_one_line_each_with_labels(metrics_csv, tmp_path):
+    other = tmp_path / "seed1.csv"
+    other.write_text(METRICS_CSV.replace("0.45", "0.25"))
+    figure = curves_figure({"seed 0": read_metrics(metrics_csv), "seed 1": read_metrics(other)}, ["val_loss"],
+                           log_y=True)
+    (ax,) = [ax for ax in figure.axes if ax.get_visible()]
+    assert [line.get_label() for line in ax.lines] == ["seed 0", "seed 1"] and ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[1].get_xydata(), [[0, 0.8], [1, 0.5], [2, 0.25]])
+    out = tmp_path / "two.png"
+    main(["plot", "curves", "--log", str(metrics_csv), str(other), "--labels", "a", "b", "--log-y", "--out", str(out)])
+    _assert_png(out)
+    with pytest.raises(ValueError, match="1 labels for 2 logs"):
+        main(["plot", "curves", "--log", str(metrics_csv), str(other), "--labels", "a", "--out", str(tmp_path / "x.png")])
+
+
 def test_curves_bad_input(metrics_csv, tmp_path):
     table = read_metrics(metrics_csv)
     with pytest.raises(ValueError, match="no metric 'val_acc' in the log"):

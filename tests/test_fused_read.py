@@ -227,7 +227,7 @@ def _fused_and_plain(monkeypatch, conv, *inputs):
 
 @pytest.mark.parametrize(("score", "normalizer"), [
     ("dot", "softmax"), ("cosine", "softmax"), ("bilinear", "softmax"), ("scaled_dot", "hard"),
-    ("additive", "hard"), ("additive", "gumbel"),
+    ("gat", "hard"), ("gat", "gumbel"), ("gat", "none"), ("gatv2", "none"),
 ])
 def test_gat_fused_matches_plain_for_other_scores_and_normalizers(monkeypatch, score, normalizer):
     x, edge_index, edge_attr = _graph(edge_dim=3)

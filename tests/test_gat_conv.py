@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -275,7 +276,7 @@ def test_dropout_eval_is_identity_train_is_not():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("score", ["dot", "scaled_dot", "cosine", "bilinear", "additive"])
+@pytest.mark.parametrize("score", ["dot", "scaled_dot", "cosine", "bilinear", "gatv2", "gat"])
 @pytest.mark.parametrize("edge_dim", [None, 3])
 def test_other_scores_run(score, edge_dim):
     x, edge_index, edge_attr = _graph(edge_dim=edge_dim)
@@ -290,7 +291,7 @@ def test_other_scores_run(score, edge_dim):
     assert torch.isfinite(x.grad).all()
     for name, p in conv.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    if score != "additive":
+    if score != "gat":
         assert "score" in repr(conv)
 
 
@@ -523,3 +524,26 @@ def test_state_dict_keys_match_pyg():
         assert {k: v.shape for k, v in ours.state_dict().items()} == {
             k: v.shape for k, v in ref.state_dict().items()
         }
+
+
+def test_gat_score_parameters_stay_at_the_top_and_shared_through_copies():
+    # PyG's names and shapes (att_src, att_dst at the top, no scorer.*), one tensor each
+    conv = GATConv(5, 4, heads=2)
+    assert set(conv.state_dict()) == set(pygnn.GATConv(5, 4, heads=2).state_dict())
+    assert conv.scorer.att_src is conv.att_src and conv.scorer.att_dst is conv.att_dst
+    for copy_ in (copy.deepcopy(conv), conv.double()):
+        assert copy_.scorer.att_src is copy_.att_src and copy_.scorer.att_dst is copy_.att_dst
+    other = GATConv(5, 4, heads=2, score="bilinear")
+    assert other.att_src is None and "scorer.weight" in other.state_dict()
+
+
+def test_additive_is_the_old_name_of_the_gat_score():
+    # runs saved before the core named GAT's score "gat" carry score: additive in their config
+    torch.manual_seed(0)
+    new = GATConv(6, 4, heads=2, score="gat")
+    with pytest.warns(FutureWarning, match="old name of score='gat'"):
+        old = GATConv(6, 4, heads=2, score="additive")
+    assert old.score == "gat" and list(old.state_dict()) == list(new.state_dict())
+    old.load_state_dict(new.state_dict())
+    x, edge_index = torch.randn(5, 6), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
+    torch.testing.assert_close(old(x, edge_index), new(x, edge_index))

@@ -12,6 +12,7 @@ import torch_geometric.nn as pygnn
 from torch_geometric.explain import Explainer
 from torch_geometric.explain.algorithm import GNNExplainer
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
+from torch_geometric.utils import softmax as pyg_softmax
 
 from graphmem import checks
 from graphmem.attention import gatv2_score
@@ -99,10 +100,16 @@ def _compare(ours, ref, x, edge_index, edge_attr=None):
 def test_gatv2_score_is_the_formula_per_edge_and_dense():
     _, edge_index, _ = _graph()
     q, k, att = torch.randn(6, 3, 4), torch.randn(6, 3, 4), torch.randn(1, 3, 4)
-    bias = torch.randn(edge_index.size(1), 3, 4)
-    got = gatv2_score(q, k, att, edge_index, bias, negative_slope=0.1)
-    hidden = q[edge_index[1]] + k[edge_index[0]] + bias
-    torch.testing.assert_close(got, (F.leaky_relu(hidden, 0.1) * att).sum(-1))
+    bias = torch.randn(edge_index.size(1), 3)  # a per-edge logit term, added after a^T LeakyReLU
+    got = gatv2_score(q, k, att, edge_index=edge_index, bias=bias, negative_slope=0.1)
+    hidden = q[edge_index[1]] + k[edge_index[0]]
+    torch.testing.assert_close(got, (F.leaky_relu(hidden, 0.1) * att).sum(-1) + bias)
+    # edge features enter as per-edge keys over the (edge, target) pattern, as GATv2Conv does
+    edge = torch.randn(edge_index.size(1), 3, 4)
+    pairs = torch.stack([torch.arange(edge_index.size(1)), edge_index[1]])
+    got = gatv2_score(q, k[edge_index[0]] + edge, att, edge_index=pairs)
+    hidden = q[edge_index[1]] + k[edge_index[0]] + edge
+    torch.testing.assert_close(got, (F.leaky_relu(hidden, 0.2) * att).sum(-1))
     # dense: every query against every key, (L_q, L_k) per batch entry
     qd, kd, a = torch.randn(2, 5, 4), torch.randn(2, 7, 4), torch.randn(4)
     dense = gatv2_score(qd, kd, a)
@@ -271,3 +278,32 @@ def test_sparse_adj_t_matches_pyg(layout):
     torch.testing.assert_close(out_o, out_r, atol=ATOL, rtol=RTOL)
     assert adj_o.layout == adj_r.layout
     torch.testing.assert_close(adj_o.to_dense(), adj_r.to_dense(), atol=ATOL, rtol=RTOL)
+
+
+# --------------------------------------------------------------------------------------------
+# other scores and normalizers of the core
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("normalizer", ["softmax", "none"])
+def test_dot_score_with_edge_features_by_hand(normalizer):
+    """score='dot': s_ji = (W_t x_i)^T (W_s x_j + W_e e_ji), each edge its own key."""
+    x, edge_index, edge_attr = _graph(edge_dim=3)
+    conv = GATv2Conv(5, 4, heads=2, edge_dim=3, add_self_loops=False, score="dot", normalizer=normalizer)
+    assert conv.att is None and "score='dot'" in repr(conv)
+    out, (_, alpha) = conv(x, edge_index, edge_attr, return_attention_weights=True)
+    src, dst = edge_index
+    h_src, h_dst = conv.lin_l(x).view(-1, 2, 4), conv.lin_r(x).view(-1, 2, 4)
+    key = h_src[src] + conv.lin_edge(edge_attr).view(-1, 2, 4)
+    logits = (h_dst[dst] * key).sum(-1)
+    expected = pyg_softmax(logits, dst, num_nodes=x.size(0)) if normalizer == "softmax" else logits
+    torch.testing.assert_close(alpha, expected)
+    read = torch.zeros(x.size(0), 2, 4).index_add(0, dst, expected.unsqueeze(-1) * h_src[src])
+    torch.testing.assert_close(out, read.flatten(1) + conv.bias)
+
+
+def test_unknown_score_or_normalizer():
+    with pytest.raises(ValueError, match="unknown score 'euclid'; choose one of gat, gatv2"):
+        GATv2Conv(5, 4, score="euclid")
+    with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'"):
+        GATv2Conv(5, 4, normalizer="sparsemax")

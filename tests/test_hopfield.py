@@ -13,6 +13,7 @@ from graphmem.data import smiles_to_graph
 from graphmem.models import MoleculeGAT
 from graphmem.nn import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_update
 from tests.conftest import SMILES
+from tests.hand_attention import NORMALIZER_NAMES, SCORE_NAMES, hand_normalize, hand_score, randomize
 
 DT = torch.float64
 
@@ -252,3 +253,92 @@ def test_molecule_gat_hopfield_readout():
     model(batch).sum().backward()
     assert model.pool.query.grad is not None
     assert MoleculeGAT(num_tasks=3, hidden_channels=16, heads=4, readout="mean").pool is None
+
+
+# --------------------------------------------------------------------------------------------
+# every score and normalizer of the core, against the formulas written out
+# --------------------------------------------------------------------------------------------
+
+HEADS, HID = 2, 3  # heads, association size per head
+COMBINATIONS = [(s, n) for s in SCORE_NAMES for n in NORMALIZER_NAMES]
+
+
+def _split(x: torch.Tensor) -> torch.Tensor:
+    """``(..., L, H * d)`` as ``(..., H, L, d)``."""
+    return x.unflatten(-1, (HEADS, -1)).transpose(-2, -3)
+
+
+def _linear(lin: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return x @ lin.weight.t() + lin.bias
+
+
+def _ready(module: torch.nn.Module) -> Hopfield:
+    """The module in float64 with its scorer's parameters moved off their start; its Hopfield core."""
+    layer = getattr(module.double(), "hopfield", module)
+    randomize(layer.scorer)
+    return layer
+
+
+def _assert_hand_hopfield(layer: Hopfield, out: torch.Tensor, weights: torch.Tensor, q: torch.Tensor,
+                          k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor) -> None:
+    """``out`` and ``weights`` are Z = W_O ||_h normalize(beta s(q_h, k_h)) v_h for per-head
+    ``(B, H, L, d)`` inputs; the layer ran right after ``torch.manual_seed(1)``."""
+    uniform = None
+    if layer.normalizer.startswith("gumbel"):  # the U(0, 1) draws the Gumbel normalizer made
+        torch.manual_seed(1)
+        uniform = torch.rand(q.shape[:-1] + k.shape[-2:-1], dtype=DT)
+    logits = layer.beta * hand_score(layer.score, layer.scorer, q, k)
+    expected_weights = hand_normalize(layer.normalizer, logits, keep, uniform)
+    read = (expected_weights @ v).transpose(1, 2).flatten(-2)  # heads concatenated
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(out, _linear(layer.out_proj, read))
+
+
+@pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
+def test_hopfield_every_score_and_normalizer_by_hand(score, normalizer):
+    layer = _ready(Hopfield(6, hidden_size=HID, num_heads=HEADS, beta=0.7, score=score, normalizer=normalizer))
+    state, stored = torch.randn(2, 4, 6, dtype=DT), torch.randn(2, 5, 6, dtype=DT)
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[1, 3:] = False
+    torch.manual_seed(1)
+    out, weights = layer(state, stored, stored_mask=keep, return_attention_weights=True)
+    q, k, v = (_split(_linear(lin, x)) for lin, x in
+               ((layer.query_proj, state), (layer.key_proj, stored), (layer.value_proj, stored)))
+    _assert_hand_hopfield(layer, out, weights, q, k, v, keep[:, None, None, :])
+    assert (f"score={score!r}" in repr(layer)) == (score != "dot")
+
+
+@pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
+def test_hopfield_pooling_every_score_and_normalizer_by_hand(score, normalizer):
+    pool = HopfieldPooling(6, hidden_size=HID, num_heads=HEADS, num_queries=2, beta=0.9, score=score,
+                           normalizer=normalizer)
+    layer = _ready(pool)
+    x = torch.randn(3, 5, 6, dtype=DT)
+    keep = torch.ones(3, 5, dtype=torch.bool)
+    keep[2, 2:] = False
+    torch.manual_seed(1)
+    out, weights = pool(x, mask=keep, return_attention_weights=True)
+    q = _split(pool.query).expand(3, -1, -1, -1)  # the learned queries, the same for every set
+    k, v = _split(_linear(layer.key_proj, x)), _split(_linear(layer.value_proj, x))
+    _assert_hand_hopfield(layer, out.unflatten(-1, (2, -1)), weights, q, k, v, keep[:, None, None, :])
+
+
+@pytest.mark.parametrize(("score", "normalizer"), COMBINATIONS)
+def test_hopfield_layer_every_score_and_normalizer_by_hand(score, normalizer):
+    lookup = HopfieldLayer(6, hidden_size=HID, num_heads=HEADS, num_patterns=4, beta=1.3, score=score,
+                           normalizer=normalizer)
+    layer = _ready(lookup)
+    x = torch.randn(2, 3, 6, dtype=DT)
+    torch.manual_seed(1)
+    out, weights = lookup(x, return_attention_weights=True)
+    q = _split(_linear(layer.query_proj, x))
+    k = _split(lookup.stored_patterns).expand(2, -1, -1, -1)  # learned keys and values
+    v = _split(lookup.value_patterns).expand(2, -1, -1, -1)
+    _assert_hand_hopfield(layer, out, weights, q, k, v, torch.ones(1, 1, 1, 4, dtype=torch.bool))
+
+
+def test_hopfield_rejects_unknown_score_and_normalizer():
+    with pytest.raises(ValueError, match="unknown score 'euclid'; choose one of gat, gatv2, additive"):
+        Hopfield(6, score="euclid")
+    with pytest.raises(ValueError, match="unknown normalizer 'sparsemax'; choose one of softmax, hard"):
+        HopfieldPooling(6, normalizer="sparsemax")

@@ -47,7 +47,7 @@ def test_fast_dev_run_fits_and_tests_without_library_noise(tox21_root, tmp_path,
 def test_roc_auc_table_keeps_the_given_order():
     from graphmem.lit.graph import roc_auc_table
 
-    table = roc_auc_table(["NR-AR", "SR-p53", "NR-AhR"], [0.8, 0.7, 0.9], 0.8)
+    table = roc_auc_table(["NR-AR", "SR-p53", "NR-AhR"], {"test ROC-AUC": ([0.8, 0.7, 0.9], 0.8)})
     lines = table.splitlines()
     assert [line.split(" | ")[0] for line in lines[3:6]] == ["| NR-AR", "| SR-p53", "| NR-AhR"]
     assert lines[-1] == "| mean | 0.8000 |"

@@ -7,13 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from torch_geometric.loader import DataLoader
 
 from graphmem.cli import main
-from graphmem.data import smiles_to_graph
 from graphmem.data.molecule import TOX21_TASKS
 from graphmem.errors import GraphmemError
-from graphmem.models import MoleculeGAT
+from tests.conftest import reference_probabilities
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 HIDDEN = ["--model.init_args.model.init_args.hidden_channels", "16"]
@@ -34,16 +32,6 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return root, next(run.rglob("*.ckpt"))
 
 
-def _reference(checkpoint: Path, smiles: list[str]) -> torch.Tensor:
-    """sigmoid of the logits of the checkpoint's network, built and run by hand."""
-    model = MoleculeGAT(num_tasks=12, hidden_channels=16, heads=4, num_layers=3, dropout=0.1, readout="mean+max")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
-    batch = next(iter(DataLoader([smiles_to_graph(s) for s in smiles], batch_size=len(smiles))))
-    with torch.no_grad():
-        return torch.sigmoid(model.eval()(batch))
-
-
 def _predict(trained, tmp_path, *source: str) -> tuple[pd.DataFrame, Path]:
     root, checkpoint = trained
     out = tmp_path / "preds.csv"
@@ -62,7 +50,7 @@ def test_predict_smiles_arguments_keeps_every_row_in_order(trained, tmp_path, ca
     assert "cannot parse" in table.loc[1, "error"] and "not a smiles" in table.loc[4, "error"]
     assert (table.loc[bad, list(TOX21_TASKS)] == "").all().all()  # no probability for a bad row
     probabilities = torch.tensor(table.loc[~bad, list(TOX21_TASKS)].astype(float).to_numpy())
-    assert torch.allclose(probabilities, _reference(checkpoint, GOOD).double(), atol=1e-6)
+    assert torch.allclose(probabilities, reference_probabilities(checkpoint, GOOD).double(), atol=1e-6)
     assert "predicted 4 molecules, 2 unparseable (index 1, 4)" in capsys.readouterr().out
 
 
@@ -73,7 +61,7 @@ def test_predict_smiles_file_with_named_column(trained, tmp_path, capsys):
     assert table["smiles"].tolist() == [GOOD[2], "", GOOD[0]]
     assert table["error"].tolist() == ["", "empty SMILES", ""]
     probabilities = torch.tensor(table.loc[[0, 2], list(TOX21_TASKS)].astype(float).to_numpy())
-    assert torch.allclose(probabilities, _reference(checkpoint, [GOOD[2], GOOD[0]]).double(), atol=1e-6)
+    assert torch.allclose(probabilities, reference_probabilities(checkpoint, [GOOD[2], GOOD[0]]).double(), atol=1e-6)
     assert "predicted 2 molecules, 1 unparseable (index 1)" in capsys.readouterr().out
     with pytest.raises(ValueError, match="no 'smiles' column .* --smiles_column"):
         _predict(trained, tmp_path, "--smiles_file", str(molecules), "--overwrite")

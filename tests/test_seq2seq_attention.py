@@ -27,13 +27,20 @@ def _matvec(m: torch.Tensor, x: list[float]) -> list[float]:
 
 def _score_ref(layer: Seq2SeqAttention, q: list[float], k: list[float]) -> float:
     if layer.score == "additive":
-        hidden = [math.tanh(a + b) for a, b in zip(_matvec(layer.key_proj.weight.detach(), k),
-                                                  _matvec(layer.query_proj.weight.detach(), q))]
-        return _dot(layer.att.tolist(), hidden)
+        scorer = layer.scorer
+        hidden = [math.tanh(a + b) for a, b in zip(_matvec(scorer.key_weight[0].detach(), k),
+                                                  _matvec(scorer.query_weight[0].detach(), q))]
+        return _dot(scorer.att[0].tolist(), hidden)
     if layer.score == "bilinear":
-        return _dot(k, _matvec(layer.weight.detach(), q))
+        return _dot(k, _matvec(layer.scorer.weight[0].detach(), q))
     if layer.score == "dot":
         return _dot(k, q)
+    if layer.score == "cosine":  # learned strength softplus(rho), started at 1
+        beta = math.log1p(math.exp(float(layer.scorer.raw_beta)))
+        return beta * _dot(k, q) / math.sqrt(_dot(k, k) * _dot(q, q))
+    if layer.score == "gat":  # LeakyReLU(a_t . q + a_s . k)
+        pre = _dot(layer.scorer.att_dst[0, 0].tolist(), q) + _dot(layer.scorer.att_src[0, 0].tolist(), k)
+        return pre if pre >= 0 else 0.2 * pre
     return _dot(k, q) / math.sqrt(len(q))
 
 
@@ -47,13 +54,13 @@ def _attend_ref(layer, query, keys, values, mask):
     return weights, context
 
 
-@pytest.mark.parametrize("score", ["additive", "dot", "scaled_dot", "bilinear"])
+@pytest.mark.parametrize("score", ["additive", "dot", "scaled_dot", "bilinear", "cosine", "gat"])
 def test_scores_match_hand_computation(score):
-    query_dim = 5 if score in ("dot", "scaled_dot") else 3
+    query_dim = 5 if score in ("dot", "scaled_dot", "cosine") else 3
     attention_dim = 4 if score == "additive" else None
     layer = Seq2SeqAttention(query_dim, 5, score=score, attention_dim=attention_dim).double()
     if score == "bilinear":
-        torch.nn.init.normal_(layer.weight)  # away from the identity it starts at
+        torch.nn.init.normal_(layer.scorer.weight)  # away from the identity it starts at
     keys = torch.randn(2, 4, 5, dtype=DT)
     values = torch.randn(2, 4, 3, dtype=DT)
     query = torch.randn(2, 3, query_dim, dtype=DT)  # three decoder steps at once
@@ -109,10 +116,10 @@ def test_hard_attention_reads_one_position_with_soft_gradients():
 
 def test_repr_and_errors():
     layer = Seq2SeqAttention(8, 8, score="dot", normalizer="hard")
-    assert repr(layer) == "Seq2SeqAttention(8, 8, score='dot', normalizer='hard')"
-    with pytest.raises(ValueError, match="must equal key_dim"):
+    assert layer.extra_repr() == "8, 8, score='dot', normalizer='hard'"
+    with pytest.raises(ValueError, match=r"query size \(4\) must equal the key size \(8\)"):
         Seq2SeqAttention(4, 8, score="dot")
-    with pytest.raises(ValueError, match="unknown score"):
-        Seq2SeqAttention(4, 4, score="cosine")
+    with pytest.raises(ValueError, match="unknown score 'euclid'; choose one of gat, gatv2, additive"):
+        Seq2SeqAttention(4, 4, score="euclid")
     with pytest.raises(ValueError, match="unknown normalizer"):
         Seq2SeqAttention(4, 4, normalizer="sparsemax")

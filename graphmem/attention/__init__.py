@@ -4,7 +4,7 @@ Knows nothing of graphs as data, memories or training; every layer in :mod:`grap
 and :mod:`graphmem.memory` is built from these pieces.
 """
 
-from graphmem.attention.core import NORMALIZERS, attention, normalize
+from graphmem.attention.core import AttentionOutput, ReadFn, ScoreFn, attention, normalize
 from graphmem.attention.fused import sparse_read_fused
 from graphmem.attention.hard import gumbel_softmax, hard_softmax, straight_through
 from graphmem.attention.read import (
@@ -14,6 +14,7 @@ from graphmem.attention.read import (
     sparse_read,
     sparse_read_auto,
 )
+from graphmem.attention.registry import NORMALIZERS, SCORES, check_attention_options, make_score
 from graphmem.attention.score import (
     additive_score,
     bilinear_score,
@@ -24,15 +25,14 @@ from graphmem.attention.score import (
     scaled_dot_score,
 )
 from graphmem.attention.scorers import (
-    SCORES,
     AdditiveScore,
     BilinearScore,
     CosineScore,
     DotScore,
+    GATScore,
+    GATv2Score,
     ScaledDotScore,
     Score,
-    check_attention_options,
-    make_score,
 )
 from graphmem.attention.softmax import masked_softmax, segment_max, segment_softmax, segment_sum
 
@@ -41,11 +41,16 @@ __all__ = [
     "NORMALIZERS",
     "SCORES",
     "AdditiveScore",
+    "AttentionOutput",
     "BilinearScore",
     "CosineScore",
     "DotScore",
+    "GATScore",
+    "GATv2Score",
+    "ReadFn",
     "ScaledDotScore",
     "Score",
+    "ScoreFn",
     "additive_score",
     "attention",
     "bilinear_score",

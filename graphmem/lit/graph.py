@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -26,11 +28,16 @@ def masked_bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits[labelled], target[labelled])
 
 
-def roc_auc_table(names: list[str], per_task: list[float], mean: float) -> str:
-    """A Markdown table of test ROC-AUC per task in the given order, with the mean over tasks."""
-    rows = ["| task | test ROC-AUC |", "| --- | ---: |"]
-    rows += [f"| {name} | {value:.4f} |" for name, value in zip(names, per_task)]
-    rows.append(f"| mean | {mean:.4f} |")
+def roc_auc_table(names: Sequence[str], columns: Mapping[str, tuple[Sequence[float], float]]) -> str:
+    """A Markdown table of test ROC-AUC per task in the given order, one column per model
+    (``{header: (per_task, mean)}``, e.g. an ensemble's members and the ensemble), with the mean
+    over tasks in the last row."""
+    def row(name: str, values: Iterable[float]) -> str:
+        return "| " + " | ".join([name, *(f"{value:.4f}" for value in values)]) + " |"
+
+    rows = ["| task | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    rows += [row(name, (per_task[i] for per_task, _ in columns.values())) for i, name in enumerate(names)]
+    rows.append(row("mean", (mean for _, mean in columns.values())))
     return "per-task test ROC-AUC:\n" + "\n".join(rows)
 
 
@@ -112,7 +119,7 @@ class GraphPropertyTask(L.LightningModule):
             names = self._task_names(len(per_task))
             for name, value in zip(names, per_task):
                 self.log(f"test_roc_auc/{name}", value)
-            rank_zero_info(roc_auc_table(names, per_task, mean))
+            rank_zero_info(roc_auc_table(names, {"test ROC-AUC": (per_task, mean)}))
 
     def _task_names(self, num_tasks: int) -> list[str]:
         molecules = getattr(getattr(self.trainer, "datamodule", None), "molecules", None)

@@ -47,7 +47,7 @@ class GATLinkPredictor(GATStackModel):
 
     def __init__(self, in_channels: int, hidden_channels: int = 256, out_channels: int = 64, heads: int = 4,
                  num_layers: int = 2, dropout: float = 0.5, attention_dropout: float = 0.0,
-                 decoder: str = "dot", score: str = "additive") -> None:
+                 decoder: str = "dot", score: str = "gat") -> None:
         super().__init__()
         if hidden_channels % heads:
             raise ValueError(f"hidden_channels ({hidden_channels}) must be divisible by heads ({heads})")

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphmem.attention import dense_read, dot_score, masked_softmax
+from graphmem.attention import attention, check_attention_options, make_score
 from graphmem.models.sentence_encoding import SentenceEncoder, unique_sentences
 
 
@@ -18,18 +18,21 @@ class MemoryNetwork(nn.Module):
     :math:`c^k_i = \sum_j l_j \odot C^k x_{ij} + T^k_C(i)` (:math:`l_j` the position
     encoding, :math:`T(i)` a learned vector per age of the statement, newest = 0). The
     question is :math:`u^1 = \sum_j l_j \odot B q_j`, and each of the :math:`K` hops is one
-    pass of the attention core (dot score, masked softmax, dense read):
+    pass of the attention core (:func:`graphmem.attention.attention`, dense layout, empty
+    statements masked):
 
     .. math::
-        p^k_i = \mathrm{softmax}_i\big((u^k)^\top m^k_i\big), \qquad
+        p^k_i = \mathrm{normalize}_i\big(s(m^k_i, u^k)\big), \qquad
         u^{k+1} = u^k + \textstyle\sum_i p^k_i\, c^k_i, \qquad
-        \hat a = W u^{K+1}.
+        \hat a = W u^{K+1},
+
+    with the paper's dot score :math:`s(m, u) = u^\top m` and softmax by default.
 
     Weights are tied between adjacent hops: :math:`A^{k+1} = C^k`, :math:`B = A^1` and
     :math:`W^\top = C^K` (so there are :math:`K + 1` embeddings). With
-    :attr:`linear_start` set, the hops skip the softmax (:math:`p^k_i = (u^k)^\top m^k_i`),
-    the paper's "linear start" that avoids poor local minima in the first epochs; the
-    training module turns it off after a number of epochs.
+    :attr:`linear_start` set, the hops use the core's ``"none"`` normalizer
+    (:math:`p^k_i = s(m^k_i, u^k)`), the paper's "linear start" that avoids poor local minima
+    in the first epochs; the training module turns it off after a number of epochs.
 
     Args:
         vocab_size: word ids ``0 .. vocab_size - 1`` (0 = padding); also the answer classes.
@@ -43,6 +46,9 @@ class MemoryNetwork(nn.Module):
         temporal_encoding: add :math:`T(i)` to keys and values.
         noise: random noise (RN): in training, each statement is followed by this many empty
             memories on average, which shifts the ages so that :math:`T` does not overfit.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"dot"``); a score with
+            parameters (``scorer``) is shared by all hops, like the tied embeddings.
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
 
     Shapes:
         - input: ``story`` ``(B, S, W)`` word ids (statements oldest first, empty ones all zero,
@@ -60,10 +66,15 @@ class MemoryNetwork(nn.Module):
         position_encoding: bool | str = True,
         temporal_encoding: bool = True,
         noise: float = 0.1,
+        score: str = "dot",
+        normalizer: str = "softmax",
     ) -> None:
         super().__init__()
         if hops < 1:
             raise ValueError(f"need at least one hop, got {hops}")
+        check_attention_options(score, normalizer)
+        self.score, self.normalizer = score, normalizer
+        self.scorer = make_score(score, embedding_dim)
         self.vocab_size = vocab_size
         self.hops = hops
         self.memory_size = memory_size
@@ -82,6 +93,7 @@ class MemoryNetwork(nn.Module):
             embedding.reset_parameters()
         if self.temporal is not None:
             nn.init.normal_(self.temporal, std=0.1)
+        self.scorer.reset_parameters()
 
     def _ages(self, mask: Tensor) -> Tensor:
         """Age of each statement, ``(B, S)``: 0 for the newest, counting back."""
@@ -103,30 +115,32 @@ class MemoryNetwork(nn.Module):
 
     def forward(self, story: Tensor, question: Tensor,
                 return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        mask = story.ne(0).any(-1)  # (B, S) statements that exist
-        ages = self._ages(mask)
+        mask = story.ne(0).any(-1).unsqueeze(-2)  # (B, 1, S) statements that exist
+        ages = self._ages(mask.squeeze(-2))
         u = self.embeddings[0](question).unsqueeze(-2)  # (B, 1, d), B = A^1
         # bAbI stories repeat the same few sentences ("Mary moved to the bathroom"): encoding
         # each distinct one once makes the embedding work about 6x smaller on a joint batch
         sentences, inverse = unique_sentences(story.flatten(0, -2), self.vocab_size)
         keys = self._memory(0, sentences, inverse, ages)
-        attention = []
+        normalizer = "none" if self.linear_start else self.normalizer
+        hop_weights = []
         for hop in range(self.hops):
             values = self._memory(hop + 1, sentences, inverse, ages)  # C^k, which is A^{k+1}
-            logits = dot_score(u, keys)  # (B, 1, S)
-            if self.linear_start:
-                weights = logits * mask.unsqueeze(-2)
-            else:
-                weights = masked_softmax(logits, mask.unsqueeze(-2))
-            u = u + dense_read(weights, values)
-            attention.append(weights.squeeze(-2))
+            read, weights, *_ = attention(u, keys, values, self.scorer, normalizer, mask=mask)
+            u = u + read
+            hop_weights.append(weights.squeeze(-2))
             keys = values
         # W^T = C^K: the answer scores are dot products with the last value embedding
         logits = u.squeeze(-2) @ self.embeddings[-1].embedding.weight.t()
         if return_attention_weights:
-            return logits, torch.stack(attention, 1)
+            return logits, torch.stack(hop_weights, 1)
         return logits
 
     def extra_repr(self) -> str:
-        return (f"vocab_size={self.vocab_size}, hops={self.hops}, memory_size={self.memory_size}, "
-                f"temporal={self.temporal is not None}, noise={self.noise}")
+        extra = (f"vocab_size={self.vocab_size}, hops={self.hops}, memory_size={self.memory_size}, "
+                 f"temporal={self.temporal is not None}, noise={self.noise}")
+        if self.score != "dot":
+            extra += f", score={self.score!r}"
+        if self.normalizer != "softmax":
+            extra += f", normalizer={self.normalizer!r}"
+        return extra

@@ -68,7 +68,7 @@ class MoleculeGAT(nn.Module):
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
         readout: str = "mean+max",
-        score: str = "additive",
+        score: str = "gat",
     ) -> None:
         super().__init__()
         if hidden_channels % heads:

@@ -36,7 +36,7 @@ class GATNodeClassifier(GATStackModel):
     renamed_keys = {"conv1.": "stack.convs.0.", "conv2.": "stack.convs.1."}  # checkpoints from before ``stack``
 
     def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 8, heads: int = 8,
-                 output_heads: int = 1, dropout: float = 0.6, score: str = "additive") -> None:
+                 output_heads: int = 1, dropout: float = 0.6, score: str = "gat") -> None:
         super().__init__()
         self.stack = GATStack(in_channels, hidden_channels, num_classes, num_layers=2, heads=heads,
                               output_heads=output_heads, dropout=dropout, attention_dropout=dropout, score=score)

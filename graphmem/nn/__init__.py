@@ -10,11 +10,10 @@ from graphmem.nn.graph_transformer_conv import GraphTransformerConv
 from graphmem.nn.hopfield import Hopfield, HopfieldLayer, HopfieldPooling, hopfield_update
 from graphmem.nn.multihead_attention import MultiheadAttention
 from graphmem.nn.routing import Router, Routing, dynamic_routing, em_routing, squash
-from graphmem.nn.seq2seq_attention import SEQ2SEQ_SCORES, Seq2SeqAttention
+from graphmem.nn.seq2seq_attention import Seq2SeqAttention
 from graphmem.nn.transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
-    "SEQ2SEQ_SCORES",
     "CapsuleLayer",
     "CapsulePooling",
     "EvolvingAttention",

@@ -24,7 +24,7 @@ from torch_geometric.typing import SparseTensor
 from torch_geometric.utils import is_sparse, to_edge_index
 from torch_geometric.utils import to_torch_coo_tensor, to_torch_csr_tensor
 
-from graphmem.attention import sparse_read_auto
+from graphmem.attention import ReadFn, make_score, sparse_read_auto
 
 # Every hook dictionary of MessagePassing; any registered hook must see real messages.
 _HOOKS = (
@@ -86,6 +86,38 @@ class AttentionMessagePassing(MessagePassing):
             return sparse_read_auto(alpha, value, edge_index, num_dst)
         return sparse_read_auto(alpha, value.index_select(0, edge_index[0]) + edge_value,
                                 edge_pairs(edge_index), num_dst)
+
+    def reader(self, edge_index: Tensor, edge_value: Tensor | None = None) -> ReadFn:
+        """The layer's read as :func:`graphmem.attention.attention` calls it.
+
+        It always sums over the graph's edges ``edge_index`` (what PyG's machinery must see),
+        whatever pattern the score used: a score over per-edge keys runs on
+        :func:`edge_pairs`, which has the same targets, so the weights line up.
+        """
+        def read(alpha: Tensor, value: Tensor, _pattern: Tensor, num_dst: int) -> Tensor:
+            return self._read(alpha, value, edge_index, num_dst, edge_value)
+        return read
+
+    def _use_score(self, name: str, channels: int, heads: int, native: str, **options: Any) -> None:
+        """Builds the score ``name`` (:func:`graphmem.attention.make_score`) as the layer's ``scorer``.
+
+        The layer's own score (``native``: ``"gat"`` for GATConv) keeps its parameters at the
+        top of the layer under their own names, which are PyG's (``att_src``, ``att``), so that
+        state dicts move between PyG's layer and this one; the module is then kept outside the
+        submodules, since its parameters are registered already. Any other score is a
+        submodule, ``scorer.*`` in the state dict.
+        """
+        # The score draws its initial values when built; the layer's reset_parameters draws
+        # them again, in PyG's order. Building it on a forked generator keeps the global one
+        # where PyG's layer would leave it, so a seed gives PyG's initial weights.
+        with torch.random.fork_rng(devices=[]):
+            score = make_score(name, channels, heads, **options)
+        if name != native:
+            self.scorer = score
+            return
+        for param_name, param in score.named_parameters():
+            self.register_parameter(param_name, param)
+        object.__setattr__(self, "scorer", score)
 
     def message(self, x_j: Tensor, alpha: Tensor, edge_value: Tensor | None = None) -> Tensor:
         """One message per edge, :math:`\\alpha_{eh}(\\mathbf{v}_{jh} + \\mathbf{u}_{eh})`."""

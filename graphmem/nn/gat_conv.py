@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
@@ -14,13 +15,7 @@ from torch_geometric.utils import add_self_loops as add_loops
 from torch_geometric.utils import remove_self_loops
 
 from graphmem import checks
-from graphmem.attention import (
-    check_attention_options,
-    combine_heads,
-    decomposed_additive_score,
-    make_score,
-    normalize,
-)
+from graphmem.attention import attention, check_attention_options, combine_heads
 from graphmem.nn.attention_message_passing import (
     AttentionMessagePassing,
     attention_adj,
@@ -97,15 +92,17 @@ class GATConv(GATFamily):
             + \mathbf{a}^{h\top}_{t} \mathbf{W}^{h}\mathbf{x}_i
             + \mathbf{a}^{h\top}_{e} \mathbf{W}^{h}_{e}\mathbf{e}_{ji} \big) \Big)
 
-    with the heads concatenated (``concat=True``) or averaged (``concat=False``). It is the
-    attention core's sparse layout with the decomposed additive score, segment softmax
-    over each node's in-edges, and a weighted sum of the projected neighbours.
+    with the heads concatenated (``concat=True``) or averaged (``concat=False``). It is
+    :func:`graphmem.attention.attention` in the sparse layout with GAT's decomposed score
+    (``"gat"``), segment softmax over each node's in-edges, and a weighted sum of the
+    projected neighbours (fused, memory-light read on plain calls).
 
-    ``score`` swaps the scorer: ``"dot"``, ``"scaled_dot"``, ``"cosine"`` (learned strength per
-    head) or ``"bilinear"`` compare :math:`\mathbf{W}\mathbf{x}_i` with
+    ``score`` swaps the scorer for any of :data:`graphmem.attention.SCORES`: e.g. ``"dot"``,
+    ``"scaled_dot"``, ``"cosine"`` (learned strength per head), ``"bilinear"``,
+    ``"additive"`` (Bahdanau) or ``"gatv2"`` compare :math:`\mathbf{W}\mathbf{x}_i` with
     :math:`\mathbf{W}\mathbf{x}_j` instead (edge features then add
     :math:`\mathbf{a}_e^\top \mathbf{W}_e \mathbf{e}_{ji}` to the logit).
-    ``normalizer`` swaps softmax for hard (straight-through) or Gumbel attention.
+    ``normalizer`` swaps softmax for hard (straight-through), Gumbel or no normalization.
 
     Parameters have the names and shapes of PyG's layer built with the same arguments, so
     ``load_state_dict`` takes one trained with :class:`torch_geometric.nn.GATConv`. It is a
@@ -127,8 +124,8 @@ class GATConv(GATFamily):
             ``"min"``, ``"mul"`` of the incoming edges' features, or a constant).
         bias: learn an additive bias.
         residual: add a linear projection of the target features to the output.
-        score: one of ``"additive"``, ``"dot"``, ``"scaled_dot"``, ``"bilinear"``, ``"cosine"``.
-        normalizer: one of ``"softmax"``, ``"hard"``, ``"gumbel"``, ``"gumbel_hard"``.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"gat"``).
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
         **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
             ``decomposed_layers``.
 
@@ -155,11 +152,17 @@ class GATConv(GATFamily):
         fill_value: float | Tensor | str = "mean",
         bias: bool = True,
         residual: bool = False,
-        score: str = "additive",
+        score: str = "gat",
         normalizer: str = "softmax",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if score == "additive":
+            # configs and checkpoints saved before the core named GAT's score "gat" say "additive"
+            # and mean GAT's score; Bahdanau's additive score has other parameters and would not load
+            warnings.warn("GATConv(score='additive') is the old name of score='gat' (GAT's decomposed score); "
+                          "it builds 'gat'. Write score='gat'.", FutureWarning, stacklevel=2)
+            score = "gat"
         check_attention_options(score, normalizer)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -184,15 +187,10 @@ class GATConv(GATFamily):
             self.lin_src = Linear(in_channels[0], hc, bias=False, weight_initializer="glorot")
             self.lin_dst = Linear(in_channels[1], hc, bias=False, weight_initializer="glorot")
 
-        # The additive score keeps PyG's parameter names so that state dicts transfer.
-        if score == "additive":
-            self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
-            self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
-            self.scorer = None
-        else:
+        if score != "gat":
             self.register_parameter("att_src", None)
             self.register_parameter("att_dst", None)
-            self.scorer = make_score(score, out_channels, heads, negative_slope)
+        self._use_score(score, out_channels, heads, native="gat", negative_slope=negative_slope)
 
         if edge_dim is not None:
             self.lin_edge = Linear(edge_dim, hc, bias=False, weight_initializer="glorot")
@@ -219,8 +217,6 @@ class GATConv(GATFamily):
         for module in (self.lin, self.lin_src, self.lin_dst, self.lin_edge, self.res, self.scorer):
             if module is not None:
                 module.reset_parameters()
-        glorot(self.att_src)
-        glorot(self.att_dst)
         glorot(self.att_edge)
         zeros(self.bias)
 
@@ -267,21 +263,12 @@ class GATConv(GATFamily):
         edge_h = self._edge_features(edge_attr)
         edge_logit = None if edge_h is None else (edge_h * self.att_edge).sum(-1)
 
-        if self.scorer is None:
-            logits = decomposed_additive_score(h_dst, h_src, self.att_dst, self.att_src, edge_index,
-                                               edge_logit, self.negative_slope)
-        else:
-            if h_dst is None:
-                raise ValueError(f"score={self.score!r} needs target features; x[1] is None")
-            logits = self.scorer(h_dst, h_src, edge_index)
-            if edge_logit is not None:
-                logits = logits + edge_logit
-
-        if logits_transform is not None:
-            logits = logits_transform(logits)
-        alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = self._output(self._read(alpha, h_src, edge_index, num_dst), res)
+        if h_dst is None and self.score != "gat":
+            raise ValueError(f"score={self.score!r} needs target features; x[1] is None")
+        result = attention(h_dst, h_src, h_src, self.scorer, self.normalizer, edge_index, num_dst,
+                           bias=edge_logit, dropout=self.dropout, training=self.training,
+                           logits_transform=logits_transform, read=self.reader(edge_index))
+        out, alpha, logits = self._output(result.out, res), result.weights, result.logits
         if return_attention_weights:
             weights = (attention_adj(adj, edge_index, alpha, (num_src, num_dst)), alpha)
         if return_attention_logits:
@@ -296,7 +283,7 @@ class GATConv(GATFamily):
             extra.append("concat=False")
         if self.edge_dim is not None:
             extra.append(f"edge_dim={self.edge_dim}")
-        if self.score != "additive":
+        if self.score != "gat":
             extra.append(f"score={self.score!r}")
         if self.normalizer != "softmax":
             extra.append(f"normalizer={self.normalizer!r}")

@@ -66,7 +66,7 @@ class GATStack(nn.Module):
         dropout: float = 0.6,
         attention_dropout: float = 0.6,
         edge_dim: int | None = None,
-        score: str = "additive",
+        score: str = "gat",
         normalizer: str = "softmax",
         evolving: bool = False,
         alpha: float = 0.5,

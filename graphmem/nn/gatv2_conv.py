@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
-from torch_geometric.nn.inits import glorot, zeros
+from torch_geometric.nn.inits import zeros
 
 from graphmem import checks
-from graphmem.attention import gatv2_score, segment_softmax
-from graphmem.nn.attention_message_passing import attention_adj, edge_index_of
+from graphmem.attention import attention, check_attention_options
+from graphmem.nn.attention_message_passing import attention_adj, edge_index_of, edge_pairs
 from graphmem.nn.gat_conv import GATFamily, PairTensor
 
 
@@ -33,19 +32,26 @@ class GATv2Conv(GATFamily):
     :math:`\mathbf{W}_s` is ``lin_l``, :math:`\mathbf{W}_t` is ``lin_r`` (the same module with
     ``share_weights=True``), both with a bias when ``bias=True``, as in PyG.
 
-    Unlike GAT's score, the LeakyReLU comes before :math:`\mathbf{a}`, so the score does not
-    split into per-node terms: :func:`~graphmem.attention.gatv2_score` forms one hidden vector
-    :math:`\mathbf{W}_s\mathbf{x}_j + \mathbf{W}_t\mathbf{x}_i (+ \mathbf{W}_e\mathbf{e}_{ji})`
-    of shape :math:`(E', H, C)` **per edge**. After the segment softmax over each target's
-    in-edges, the weighted sum of :math:`\mathbf{W}_s\mathbf{x}_j` is the core's fused,
+    It is :func:`graphmem.attention.attention` in the sparse layout with the ``"gatv2"``
+    score. Unlike GAT's score, the LeakyReLU comes before :math:`\mathbf{a}`, so the score
+    does not split into per-node terms: :func:`~graphmem.attention.gatv2_score` forms one hidden
+    vector :math:`\mathbf{W}_s\mathbf{x}_j + \mathbf{W}_t\mathbf{x}_i (+ \mathbf{W}_e\mathbf{e}_{ji})`
+    of shape :math:`(E', H, C)` **per edge** (with edge features, each edge's key
+    :math:`\mathbf{W}_s\mathbf{x}_j + \mathbf{W}_e\mathbf{e}_{ji}` is its own). After the
+    segment softmax over each target's in-edges, the weighted sum of
+    :math:`\mathbf{W}_s\mathbf{x}_j` is the core's fused,
     memory-light read on the plain path (no per-edge messages), and PyG's
     :meth:`~torch_geometric.nn.MessagePassing.propagate` when edge masks, hooks, another
     ``aggr`` or ``decomposed_layers`` are in play (see
     :class:`~graphmem.nn.attention_message_passing.AttentionMessagePassing`).
 
+    ``score`` swaps the scorer for any of :data:`graphmem.attention.SCORES`, comparing
+    :math:`\mathbf{W}_t\mathbf{x}_i` with :math:`\mathbf{W}_s\mathbf{x}_j` (plus
+    :math:`\mathbf{W}_e\mathbf{e}_{ji}`); ``normalizer`` swaps softmax.
+
     Parameters have the names and shapes of PyG's layer built with the same arguments
     (``lin_l``, ``lin_r``, ``att``, ``lin_edge``, ``res``, ``bias``), so ``load_state_dict``
-    works both ways.
+    works both ways (other scores than ``"gatv2"`` replace ``att`` by a ``scorer``).
 
     Args:
         in_channels: input size, ``-1`` for lazy initialisation, or a ``(source, target)``
@@ -62,6 +68,8 @@ class GATv2Conv(GATFamily):
         bias: learn biases (in ``lin_l``/``lin_r`` and on the output).
         share_weights: one projection for source and target (``lin_r is lin_l``).
         residual: add a linear projection of the target features to the output.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"gatv2"``).
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
         **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
             ``decomposed_layers``.
 
@@ -89,9 +97,14 @@ class GATv2Conv(GATFamily):
         bias: bool = True,
         share_weights: bool = False,
         residual: bool = False,
+        score: str = "gatv2",
+        normalizer: str = "softmax",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_attention_options(score, normalizer)
+        self.score = score
+        self.normalizer = normalizer
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.heads = heads
@@ -109,7 +122,9 @@ class GATv2Conv(GATFamily):
         self.lin_l = Linear(src_in, hc, bias=bias, weight_initializer="glorot")
         self.lin_r = (self.lin_l if share_weights
                       else Linear(dst_in, hc, bias=bias, weight_initializer="glorot"))
-        self.att = nn.Parameter(torch.empty(1, heads, out_channels))
+        if score != "gatv2":
+            self.register_parameter("att", None)
+        self._use_score(score, out_channels, heads, native="gatv2", negative_slope=negative_slope)
         self.lin_edge = (Linear(edge_dim, hc, bias=False, weight_initializer="glorot")
                          if edge_dim is not None else None)
 
@@ -127,10 +142,9 @@ class GATv2Conv(GATFamily):
     def reset_parameters(self) -> None:
         """Glorot projections and attention vector, zero bias (as PyG)."""
         super().reset_parameters()
-        for module in (self.lin_l, self.lin_r, self.lin_edge, self.res):
+        for module in (self.lin_l, self.lin_r, self.lin_edge, self.res, self.scorer):
             if module is not None:
                 module.reset_parameters()
-        glorot(self.att)
         zeros(self.bias)
 
     def _project(self, x: Tensor | PairTensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -163,11 +177,13 @@ class GATv2Conv(GATFamily):
         num_src, num_dst = self._sizes(h_src, h_dst, size)
 
         edge_index, edge_attr = self._with_self_loops(edge_index, edge_attr, num_src, num_dst)
-        logits = gatv2_score(h_dst, h_src, self.att, edge_index, self._edge_features(edge_attr),
-                             self.negative_slope)
-        alpha = segment_softmax(logits, edge_index[1], num_dst)
-        alpha = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = self._output(self._read(alpha, h_src, edge_index, num_dst), res)
+        key, pattern = h_src, edge_index
+        edge_h = self._edge_features(edge_attr)
+        if edge_h is not None:
+            key, pattern = h_src.index_select(0, edge_index[0]) + edge_h, edge_pairs(edge_index)
+        result = attention(h_dst, key, h_src, self.scorer, self.normalizer, pattern, num_dst,
+                           dropout=self.dropout, training=self.training, read=self.reader(edge_index))
+        out, alpha = self._output(result.out, res), result.weights
         if return_attention_weights:
             return out, (attention_adj(adj, edge_index, alpha, (num_src, num_dst)), alpha)
         return out
@@ -180,4 +196,8 @@ class GATv2Conv(GATFamily):
             extra.append(f"edge_dim={self.edge_dim}")
         if self.share_weights:
             extra.append("share_weights=True")
+        if self.score != "gatv2":
+            extra.append(f"score={self.score!r}")
+        if self.normalizer != "softmax":
+            extra.append(f"normalizer={self.normalizer!r}")
         return ", ".join(str(e) for e in extra)

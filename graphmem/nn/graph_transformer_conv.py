@@ -6,12 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.dense.linear import Linear
 
 from graphmem import checks
-from graphmem.attention import check_attention_options, combine_heads, make_score, normalize
+from graphmem.attention import attention, check_attention_options, combine_heads, make_score
 from graphmem.nn.attention_message_passing import (
     AttentionMessagePassing,
     edge_index_of,
@@ -40,8 +39,8 @@ class GraphTransformerConv(AttentionMessagePassing):
     skip :math:`\mathbf{x}'_i = \beta_i \mathbf{W}_1\mathbf{x}_i + (1 - \beta_i)\mathbf{m}_i`,
     :math:`\beta_i = \sigma(\mathbf{w}_5^\top[\mathbf{W}_1\mathbf{x}_i, \mathbf{m}_i,
     \mathbf{W}_1\mathbf{x}_i - \mathbf{m}_i])`. It is the attention core's sparse layout
-    with the scaled-dot score. Edge features make each edge's key and value its own, so the
-    keys are indexed per edge rather than per source node.
+    with the scaled-dot score (:func:`graphmem.attention.attention`). Edge features make each
+    edge's key and value its own, so the keys are indexed per edge rather than per source node.
 
     ``score`` swaps the scaled dot for another score of :data:`graphmem.attention.SCORES`
     and ``normalizer`` swaps softmax (those add a ``scorer`` to the parameters).
@@ -61,8 +60,8 @@ class GraphTransformerConv(AttentionMessagePassing):
         edge_dim: edge feature size, or ``None``.
         bias: biases in the query, key, value and skip projections.
         root_weight: add the projected target features :math:`\mathbf{W}_1\mathbf{x}_i`.
-        score: attention score.
-        normalizer: attention normalizer.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"scaled_dot"``).
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
         **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
             ``decomposed_layers``.
 
@@ -158,15 +157,13 @@ class GraphTransformerConv(AttentionMessagePassing):
         pairs, edge = edge_index, None
         if self.lin_edge is not None:
             edge = self.lin_edge(edge_attr.view(-1, 1) if edge_attr.dim() == 1 else edge_attr).view(-1, H, C)
-            key = key[edge_index[0]] + edge
+            key = key.index_select(0, edge_index[0]) + edge
             pairs = edge_pairs(edge_index)
 
-        logits = self.scorer(query, key, pairs)
-        if logits_transform is not None:
-            logits = logits_transform(logits)
-        alpha = normalize(logits, self.normalizer, index=edge_index[1], num_segments=num_dst)
-        weights = F.dropout(alpha, p=self.dropout, training=self.training)
-        out = combine_heads(self._read(weights, value, edge_index, num_dst, edge), self.concat)
+        result = attention(query, key, value, self.scorer, self.normalizer, pairs, num_dst,
+                           dropout=self.dropout, training=self.training, logits_transform=logits_transform,
+                           read=self.reader(edge_index, edge))
+        out, alpha, logits = combine_heads(result.out, self.concat), result.normalized, result.logits
 
         if self.root_weight:
             skip = self.lin_skip(x_dst)

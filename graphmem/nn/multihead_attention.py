@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphmem.attention import NORMALIZERS, SCORES, combine_heads, dense_read, make_score, normalize
+from graphmem.attention import attention, check_attention_options, combine_heads, make_score
 
 LogitsTransform = Callable[..., Tensor]
 
@@ -43,7 +44,7 @@ class MultiheadAttention(nn.Module):
             s(Q W_Q^h, K W_K^h) + M\big)\, V W_V^h \; W_O,
         \qquad s(q, k) = \frac{q^\top k}{\sqrt{d}},\; d = E / H
 
-    It is the attention core's dense layout: any score of :data:`graphmem.attention.SCORES`
+    It is :func:`graphmem.attention.attention` in the dense layout: any score of :data:`graphmem.attention.SCORES`
     (``score``) and any normalizer (``normalizer``) can replace scaled dot and softmax;
     :math:`M` holds the masks. Parameters have torch's names and shapes
     (``in_proj_weight`` or ``q/k/v_proj_weight``, ``in_proj_bias``, ``out_proj``,
@@ -64,8 +65,8 @@ class MultiheadAttention(nn.Module):
         add_zero_attn: append an all-zero key and value (after the heads are split).
         kdim, vdim: key and value features (default ``embed_dim``).
         batch_first: inputs are ``(N, L, E)`` rather than ``(L, N, E)``.
-        score: one of ``"scaled_dot"``, ``"dot"``, ``"additive"``, ``"bilinear"``, ``"cosine"``.
-        normalizer: one of ``"softmax"``, ``"hard"``, ``"gumbel"``, ``"gumbel_hard"``.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"scaled_dot"``).
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
 
     Shapes:
         - query :math:`(L, N, E)`, key :math:`(S, N, E_k)`, value :math:`(S, N, E_v)`
@@ -94,10 +95,7 @@ class MultiheadAttention(nn.Module):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
-        if score not in SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")
+        check_attention_options(score, normalizer)
         self.embed_dim = embed_dim
         self.kdim = embed_dim if kdim is None else kdim
         self.vdim = embed_dim if vdim is None else vdim
@@ -224,14 +222,11 @@ class MultiheadAttention(nn.Module):
             key_padding_mask = None if key_padding_mask is None else F.pad(key_padding_mask, (0, 1))
         keep, bias = self._masks(attn_mask, key_padding_mask, batch, num_queries)
 
-        logits = self.scorer(q, k)
-        if bias is not None:
-            logits = logits + bias
-        if logits_transform is not None:
-            logits = logits_transform(logits, mask=keep)
-        weights = normalize(logits, self.normalizer, mask=keep)
-        weights = F.dropout(weights, self.dropout, self.training)
-        out = self.out_proj(combine_heads(dense_read(weights, v), dim=1))
+        transform = None if logits_transform is None else functools.partial(logits_transform, mask=keep)
+        result = attention(q, k, v, self.scorer, self.normalizer, mask=keep, bias=bias, dropout=self.dropout,
+                           training=self.training, logits_transform=transform)
+        weights, logits = result.weights, result.logits
+        out = self.out_proj(combine_heads(result.out, dim=1))
 
         out = out.transpose(0, 1) if not self.batch_first and not unbatched else out
         returned: Tensor | None = None

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphmem.attention import NORMALIZERS, dot_score, normalize, segment_sum, sparse_read
+from graphmem.attention import check_attention_options, dot_score, normalize, segment_sum, sparse_read
 
 ROUTINGS: tuple[str, ...] = ("dynamic", "em")
 
@@ -158,7 +158,7 @@ def dynamic_routing(
         coupling = _assign(logits, normalizer, groups.mask)
         poses = squash(sparse_read(coupling, flat, groups.edge_index, groups.num_groups))
         if step + 1 < iterations:
-            logits = logits + dot_score(poses, flat, groups.edge_index)
+            logits = logits + dot_score(poses, flat, edge_index=groups.edge_index)
     return groups.unfold(Routing(poses, poses.norm(dim=-1), coupling))
 
 
@@ -274,8 +274,7 @@ class Router(nn.Module):
         super().__init__()
         if routing not in ROUTINGS:
             raise ValueError(f"unknown routing {routing!r}; choose one of {ROUTINGS}")
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")
+        check_attention_options(normalizer=normalizer)
         if iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {iterations}")
         self.num_capsules = num_capsules

@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor, nn
 
-from graphmem.attention import (
-    NORMALIZERS,
-    additive_score,
-    attention,
-    bilinear_score,
-    dot_score,
-    scaled_dot_score,
-)
-
-SEQ2SEQ_SCORES: tuple[str, ...] = ("additive", "dot", "scaled_dot", "bilinear")
+from graphmem.attention import attention, check_attention_options, make_score
 
 
 class Seq2SeqAttention(nn.Module):
@@ -28,7 +16,7 @@ class Seq2SeqAttention(nn.Module):
         c_t = \sum_j \alpha_{tj} v_j
 
     with :math:`v_j = k_j` unless separate values are given, :math:`m` the source padding
-    mask, and the score :math:`s` one of
+    mask, and the score :math:`s` any of :data:`graphmem.attention.SCORES`, the classic ones being
 
     ==============  =====================================  =======================
     ``score``       :math:`s(k, q)`                        source
@@ -39,18 +27,20 @@ class Seq2SeqAttention(nn.Module):
     ``bilinear``    :math:`k^\top W q` ("general")         Luong et al. 2015
     ==============  =====================================  =======================
 
-    ``normalizer`` is the attention core's: ``"softmax"`` (soft attention), ``"hard"`` (the
-    decoder reads exactly one source position; straight-through gradients), ``"gumbel"`` or
-    ``"gumbel_hard"`` (sampled, temperature ``tau``).
+    (``cosine``, ``gat``, ``gatv2`` work too; scores that compare query and key directly need
+    :math:`D_q = D_k`). It is :func:`graphmem.attention.attention` in the dense layout;
+    ``normalizer`` is the core's: ``"softmax"`` (soft attention), ``"hard"`` (the decoder reads
+    exactly one source position; straight-through gradients), ``"gumbel"`` or
+    ``"gumbel_hard"`` (sampled, temperature ``tau``), ``"none"``.
 
     The key side of the score does not change while decoding, so :meth:`project_keys` can be
     computed once per source and passed to every step as ``projected_keys``.
 
     Args:
         query_dim: decoder state size :math:`D_q`.
-        key_dim: encoder output size :math:`D_k` (``dot``/``scaled_dot`` need :math:`D_q = D_k`).
-        score: one of ``"additive"``, ``"dot"``, ``"scaled_dot"``, ``"bilinear"``.
-        normalizer: one of ``"softmax"``, ``"hard"``, ``"gumbel"``, ``"gumbel_hard"``.
+        key_dim: encoder output size :math:`D_k`.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"additive"``).
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
         attention_dim: hidden size of the additive score (default ``key_dim``).
         tau: Gumbel temperature.
 
@@ -65,55 +55,18 @@ class Seq2SeqAttention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, score: str = "additive", normalizer: str = "softmax",
                  attention_dim: int | None = None, tau: float = 1.0) -> None:
         super().__init__()
-        if score not in SEQ2SEQ_SCORES:
-            raise ValueError(f"unknown score {score!r}; choose one of {SEQ2SEQ_SCORES}")
-        if normalizer not in NORMALIZERS:
-            raise ValueError(f"unknown normalizer {normalizer!r}; choose one of {NORMALIZERS}")
-        if score in ("dot", "scaled_dot") and query_dim != key_dim:
-            raise ValueError(f"score={score!r} compares query and key directly: query_dim ({query_dim}) "
-                             f"must equal key_dim ({key_dim}); use 'additive' or 'bilinear'")
+        check_attention_options(score, normalizer)
         self.query_dim, self.key_dim = query_dim, key_dim
         self.score, self.normalizer, self.tau = score, normalizer, tau
         self.attention_dim = attention_dim or key_dim
-        if score == "additive":
-            self.key_proj = nn.Linear(key_dim, self.attention_dim, bias=False)
-            self.query_proj = nn.Linear(query_dim, self.attention_dim, bias=False)
-            self.att = nn.Parameter(torch.empty(self.attention_dim))
-        else:
-            self.key_proj = self.query_proj = None
-            self.register_parameter("att", None)
-        if score == "bilinear":
-            self.weight = nn.Parameter(torch.empty(key_dim, query_dim))
-        else:
-            self.register_parameter("weight", None)
-        self.reset_parameters()
+        self.scorer = make_score(score, query_dim, key_channels=key_dim, hidden_channels=self.attention_dim)
 
     def reset_parameters(self) -> None:
-        if self.key_proj is not None:
-            self.key_proj.reset_parameters()
-            self.query_proj.reset_parameters()
-            bound = 1.0 / math.sqrt(self.attention_dim)
-            nn.init.uniform_(self.att, -bound, bound)
-        if self.weight is not None:
-            if self.key_dim == self.query_dim:
-                # starts as the dot score and learns an asymmetric form from there
-                with torch.no_grad():
-                    self.weight.copy_(torch.eye(self.key_dim))
-            else:
-                nn.init.xavier_uniform_(self.weight)
+        self.scorer.reset_parameters()
 
     def project_keys(self, keys: Tensor) -> Tensor:
         r"""The key side of the score, :math:`W k` (additive) or :math:`k`; ``(B, L, ·)``."""
-        return self.key_proj(keys) if self.key_proj is not None else keys
-
-    def _score(self, query: Tensor, keys: Tensor, edge_index: Tensor | None = None) -> Tensor:
-        if self.score == "additive":
-            return additive_score(self.query_proj(query), keys, self.att, edge_index)
-        if self.score == "bilinear":
-            return bilinear_score(query, keys, self.weight, edge_index)
-        if self.score == "dot":
-            return dot_score(query, keys, edge_index)
-        return scaled_dot_score(query, keys, edge_index)
+        return self.scorer.project_key(keys)
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor | None = None, mask: Tensor | None = None,
                 projected_keys: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -123,8 +76,8 @@ class Seq2SeqAttention(nn.Module):
             query = query.unsqueeze(-2)
         if projected_keys is None:
             projected_keys = self.project_keys(keys)
-        context, weights = attention(
-            query, projected_keys, keys if values is None else values, score=self._score,
+        context, weights, *_ = attention(
+            query, projected_keys, keys if values is None else values, score=self.scorer.logits,
             normalizer=self.normalizer, mask=None if mask is None else mask.unsqueeze(-2), tau=self.tau,
         )
         if one_step:

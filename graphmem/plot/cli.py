@@ -63,9 +63,12 @@ def _parser() -> argparse.ArgumentParser:
             kind.add_argument("--items", type=_positive, default=6, help="number of items (associative recall)")
             kind.add_argument("--seed", type=int, default=0)
     curves = kinds.add_parser("curves", help="training curves from a run's metrics.csv (no model needed)")
-    curves.add_argument("--log", required=True, help="the metrics.csv of a run (CSV logger)")
+    curves.add_argument("--log", required=True, nargs="+",
+                        help="the metrics.csv of a run (CSV logger); several draw one line per run")
+    curves.add_argument("--labels", nargs="+", help="the runs' names in the legend (default: the paths)")
     curves.add_argument("--metrics", nargs="+", help="metrics to draw (default: all logged in 2+ epochs)")
     curves.add_argument("--x", choices=("epoch", "step"), default="epoch", help="horizontal axis")
+    curves.add_argument("--log-y", action="store_true", help="values on a log scale")
     curves.add_argument("--out", required=True, type=_png, help="PNG file to write")
     return parser
 
@@ -80,7 +83,7 @@ def plot_main(args: list[str]) -> Path:
     overrides = args[args.index("--") + 1:] if "--" in args else []
     options = _parser().parse_args(args[:args.index("--")] if "--" in args else args)
     if options.kind == "curves":
-        path = plot_curves(options.log, options.out, options.metrics, options.x)
+        path = plot_curves(options.log, options.out, options.metrics, options.x, options.labels, options.log_y)
         print(f"wrote {path}")
         return path
     recipe = load_recipe(options.config, options.ckpt_path, overrides)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,31 +59,51 @@ def metric_curve(table: pd.DataFrame, metric: str, x: str = "epoch") -> tuple[np
     return rows[x].to_numpy(), rows[metric].to_numpy()
 
 
-def curves_figure(table: pd.DataFrame, metrics: Sequence[str] | None = None, x: str = "epoch") -> Figure:
-    """One panel per metric (default: :func:`curve_metrics`), each the metric against ``x``."""
-    metrics = list(metrics) if metrics else curve_metrics(table)
+def curves_figure(runs: pd.DataFrame | Mapping[str, pd.DataFrame], metrics: Sequence[str] | None = None,
+                  x: str = "epoch", log_y: bool = False) -> Figure:
+    """One panel per metric (default: :func:`curve_metrics` of the first run), each the metric
+    against ``x``; ``runs`` is one run's table or several by label (e.g. seeds), drawn as one
+    line each with a legend; ``log_y`` draws the values on a log scale (costs that fall to ~0)."""
+    runs = {"": runs} if isinstance(runs, pd.DataFrame) else dict(runs)
+    if not runs:
+        raise GraphmemError("no run to plot")
+    metrics = list(metrics) if metrics else curve_metrics(next(iter(runs.values())))
     if not metrics:
         raise GraphmemError("the log has no metric logged in two or more epochs; name the metrics to plot")
-    curves = [metric_curve(table, name, x) for name in metrics]  # every name checked before drawing
+    # every name is checked in every run before anything is drawn
+    curves = {label: [metric_curve(table, name, x) for name in metrics] for label, table in runs.items()}
     columns = min(len(metrics), 3)
     rows = -(-len(metrics) // columns)
     figure = Figure(figsize=(4 * columns, 3 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for ax, name, (xs, values) in zip(axes, metrics, curves):
-        ax.plot(xs, values, marker="o" if len(xs) < 30 else None, markersize=3)
+    for index, (ax, name) in enumerate(zip(axes, metrics)):
+        for label, run in curves.items():
+            xs, values = run[index]
+            ax.plot(xs, values, marker="o" if len(xs) < 30 else None, markersize=3, label=label or None)
         ax.set_title(name, fontsize=10, loc="left")
         ax.set_xlabel(x)
+        if log_y:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
+        if len(runs) > 1:
+            ax.legend(fontsize=8)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     return figure
 
 
-def plot_curves(metrics_csv: str | os.PathLike, out: str | os.PathLike, metrics: Sequence[str] | None = None,
-                x: str = "epoch") -> Path:
-    """Writes the training curves of a run's ``metrics.csv`` (see :func:`curves_figure`) to PNG ``out``."""
-    figure = curves_figure(read_metrics(metrics_csv), metrics, x)
+def plot_curves(metrics_csv: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+                metrics: Sequence[str] | None = None, x: str = "epoch", labels: Sequence[str] | None = None,
+                log_y: bool = False) -> Path:
+    """Writes the training curves of one or several runs' ``metrics.csv`` (see :func:`curves_figure`)
+    to PNG ``out``; ``labels`` name the runs in the legend (default: the files' paths)."""
+    paths = [metrics_csv] if isinstance(metrics_csv, (str, os.PathLike)) else list(metrics_csv)
+    labels = list(labels) if labels else [str(path) for path in paths]
+    if len(labels) != len(paths):
+        raise GraphmemError(f"{len(labels)} labels for {len(paths)} logs; give one label per --log file")
+    tables = {label: read_metrics(path) for label, path in zip(labels, paths)}
+    figure = curves_figure(tables if len(tables) > 1 else next(iter(tables.values())), metrics, x, log_y)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor, nn
 
+from graphmem.attention import check_attention_options, make_score
 from graphmem.nn.hopfield.update import hopfield_update
 
 
@@ -25,8 +26,8 @@ class Hopfield(nn.Module):
     :math:`Y` unless given):
 
     .. math::
-        Z = \Big\Vert_{h=1}^{H} \operatorname{softmax}\big(\beta\, R W_Q^h (Y W_K^h)^\top\big)\,
-            V W_V^h \; W_O
+        Z = \Big\Vert_{h=1}^{H} \operatorname{normalize}\big(\beta\, s(R W_Q^h, Y W_K^h)\big)\,
+            V W_V^h \; W_O, \qquad s(q, k) = q^\top k \text{ and normalize = softmax by default}
 
     computed by :func:`~graphmem.nn.hopfield.hopfield_update` per head: with
     ``num_iterations > 1`` the projected state is first updated in the association space
@@ -54,7 +55,10 @@ class Hopfield(nn.Module):
             (``num_heads * hidden_size`` or ``num_heads * value_hidden_size`` features),
             which is how :class:`HopfieldPooling` and :class:`HopfieldLayer` pass learned
             patterns.
-        normalizer: any normalizer of :func:`graphmem.attention.normalize`.
+        score: a name of :data:`graphmem.attention.SCORES` (default ``"dot"``); :math:`\beta`
+            multiplies it as an inverse temperature. Scores with parameters learn one set per
+            head (``scorer``).
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
 
     Shapes:
         - state: :math:`(*, L_q, F_R)`; stored: :math:`(*, L_k, F_Y)`; value:
@@ -82,9 +86,11 @@ class Hopfield(nn.Module):
         project_state: bool = True,
         project_stored: bool = True,
         project_value: bool = True,
+        score: str = "dot",
         normalizer: str = "softmax",
     ) -> None:
         super().__init__()
+        check_attention_options(score, normalizer)
         if hidden_size is None:
             if input_size % num_heads:
                 raise ValueError(f"input_size ({input_size}) must be divisible by num_heads ({num_heads}) "
@@ -101,7 +107,9 @@ class Hopfield(nn.Module):
         self.num_iterations = num_iterations
         self.tol = tol
         self.dropout = dropout
+        self.score = score
         self.normalizer = normalizer
+        self.scorer = make_score(score, hidden_size, num_heads)
 
         inner, inner_value = num_heads * hidden_size, num_heads * self.value_hidden_size
         norm_bias = (normalize, bias)
@@ -114,7 +122,7 @@ class Hopfield(nn.Module):
 
     def reset_parameters(self) -> None:
         for module in (self.state_norm, self.query_proj, self.stored_norm, self.key_proj,
-                       self.value_norm, self.value_proj, self.out_proj):
+                       self.value_norm, self.value_proj, self.out_proj, self.scorer):
             if module is not None:
                 module.reset_parameters()
 
@@ -145,7 +153,7 @@ class Hopfield(nn.Module):
         val = self._heads(value, self.value_norm, self.value_proj, self.value_hidden_size)
         mask = None if stored_mask is None else stored_mask[..., None, None, :]
         out, weights = hopfield_update(query, key, self.beta, self.num_iterations, self.tol, mask, val,
-                                       self.normalizer, self.dropout, self.training)
+                                       self.normalizer, self.dropout, self.training, self.scorer)
         out = self.out_proj(out.transpose(-2, -3).flatten(-2))
         return (out, weights) if return_attention_weights else out
 
@@ -156,6 +164,8 @@ class Hopfield(nn.Module):
             parts.append(f"stored_size={self.stored_size}")
         if self.num_iterations != 1:
             parts.append(f"num_iterations={self.num_iterations}")
+        if self.score != "dot":
+            parts.append(f"score={self.score!r}")
         if self.normalizer != "softmax":
             parts.append(f"normalizer={self.normalizer!r}")
         return ", ".join(parts)

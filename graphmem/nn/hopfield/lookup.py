@@ -14,11 +14,12 @@ class HopfieldLayer(nn.Module):
     r"""Looks each input up in ``num_patterns`` learned stored patterns (``hflayers.HopfieldLayer``).
 
     .. math::
-        Z = \Big\Vert_{h=1}^{H} \operatorname{softmax}\big(\beta\, R W_Q^h\, {K^h}^\top\big)\,
+        Z = \Big\Vert_{h=1}^{H} \operatorname{normalize}\big(\beta\, s(R W_Q^h, K^h)\big)\,
             V^h \; W_O
 
-    with learned keys :math:`K` and values :math:`V` (``num_patterns`` rows each, stored in
-    the association space) and the input :math:`R` as the state. The layer is a
+    (by default :math:`s(q, k) = q^\top k` and softmax) with learned keys :math:`K` and
+    values :math:`V` (``num_patterns`` rows each, stored in the association space) and the
+    input :math:`R` as the state. The layer is a
     fully-connected layer whose hidden units are compared by similarity instead of a dot
     product with a fixed activation: the softmax picks the stored patterns most like the
     input, and the values give what they stand for. With large ``beta`` it acts as a
@@ -30,7 +31,7 @@ class HopfieldLayer(nn.Module):
         output_size: output features (default ``input_size``).
         num_patterns: learned stored patterns, :math:`K`.
         num_heads: :math:`H`.
-        beta, num_iterations, tol, dropout, bias, normalize, normalizer: as in
+        beta, num_iterations, tol, dropout, bias, normalize, score, normalizer: as in
             :class:`Hopfield`.
 
     Shapes:
@@ -52,6 +53,7 @@ class HopfieldLayer(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         normalize: bool = False,
+        score: str = "dot",
         normalizer: str = "softmax",
     ) -> None:
         super().__init__()
@@ -59,7 +61,7 @@ class HopfieldLayer(nn.Module):
         self.hopfield = Hopfield(input_size, hidden_size, output_size, num_heads=num_heads, beta=beta,
                                  num_iterations=num_iterations, tol=tol, dropout=dropout, bias=bias,
                                  normalize=normalize, project_stored=False, project_value=False,
-                                 normalizer=normalizer)
+                                 score=score, normalizer=normalizer)
         inner = num_heads * self.hopfield.hidden_size
         inner_value = num_heads * self.hopfield.value_hidden_size
         self.stored_patterns = nn.Parameter(torch.empty(num_patterns, inner))

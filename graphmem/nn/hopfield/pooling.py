@@ -19,7 +19,9 @@ class HopfieldPooling(nn.Module):
         z = \Big\Vert_{q=1}^{Q} \operatorname{Hopfield}\big(\xi_q,\; Y\big),
         \qquad
         \operatorname{Hopfield}(\xi, Y) = \Big\Vert_{h=1}^{H}
-            \operatorname{softmax}\big(\beta\, \xi^h (Y W_K^h)^\top\big)\, Y W_V^h \; W_O
+            \operatorname{normalize}\big(\beta\, s(\xi^h, Y W_K^h)\big)\, Y W_V^h \; W_O
+
+    (by default :math:`s(q, k) = q^\top k` and softmax)
 
     The queries :math:`\xi_q` live directly in the association space (a learned projection
     of a learned vector would add nothing). They start small, so pooling starts close to
@@ -39,7 +41,7 @@ class HopfieldPooling(nn.Module):
         output_size: output features per query (default ``input_size``).
         num_heads: :math:`H`.
         num_queries: :math:`Q`, learned state patterns; their outputs are concatenated.
-        beta, num_iterations, tol, dropout, bias, normalize, normalizer: as in
+        beta, num_iterations, tol, dropout, bias, normalize, score, normalizer: as in
             :class:`Hopfield`.
 
     Shapes:
@@ -65,13 +67,15 @@ class HopfieldPooling(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         normalize: bool = False,
+        score: str = "dot",
         normalizer: str = "softmax",
     ) -> None:
         super().__init__()
         self.num_queries = num_queries
         self.hopfield = Hopfield(input_size, hidden_size, output_size, num_heads=num_heads, beta=beta,
                                  num_iterations=num_iterations, tol=tol, dropout=dropout, bias=bias,
-                                 normalize=normalize, project_state=False, normalizer=normalizer)
+                                 normalize=normalize, project_state=False, score=score,
+                                 normalizer=normalizer)
         self.query = nn.Parameter(torch.empty(num_queries, num_heads * self.hopfield.hidden_size))
         self.reset_parameters()
 

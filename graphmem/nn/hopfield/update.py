@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
 from torch import Tensor
 
-from graphmem.attention import attention, dot_score
+from graphmem.attention import ScoreFn, attention, dot_score
 from graphmem.attention.core import Normalizer
-
-
-def _beta_dot_score(query: Tensor, key: Tensor, edge_index: Tensor | None = None, *,
-                    beta: float | Tensor) -> Tensor:
-    # The inverse temperature of the Hopfield energy is a free number, not 1/sqrt(D), so the
-    # core's plain dot score is scaled here rather than using scaled_dot_score.
-    return beta * dot_score(query, key, edge_index)
 
 
 def hopfield_update(
@@ -29,15 +21,18 @@ def hopfield_update(
     normalizer: Normalizer = "softmax",
     dropout: float = 0.0,
     training: bool = False,
+    score: ScoreFn = dot_score,
 ) -> tuple[Tensor, Tensor]:
     r"""Retrieves from stored patterns by iterating the modern Hopfield update.
 
     .. math::
-        \xi^{\text{new}} = X \operatorname{softmax}\big(\beta X^\top \xi\big)
+        \xi^{\text{new}} = X \operatorname{normalize}\big(\beta\, s(X, \xi)\big),
+        \qquad s(X, \xi) = X^\top \xi \text{ by default}
 
     with the stored patterns :math:`X` as columns, i.e. in row layout
     ``state <- softmax(beta * state @ stored.T) @ stored``: the attention core's dense layout
-    with a :math:`\beta`-scaled dot score, keys and values both ``stored``. The update is the
+    with a :math:`\beta`-scaled dot score (:func:`graphmem.attention.attention` with
+    ``scale=beta``), keys and values both ``stored``. The update is the
     minimisation step of the energy :math:`E = -\mathrm{lse}(\beta, X^\top\xi) + \frac12
     \xi^\top\xi + \mathrm{const}`; for well-separated patterns one step retrieves the
     nearest, for small :math:`\beta` it goes to the global average.
@@ -58,9 +53,11 @@ def hopfield_update(
         tol: convergence threshold on :math:`\max|\xi^\text{new} - \xi|`.
         mask: boolean, broadcasting to ``(..., L_q, L_k)``; ``True`` = may attend.
         value: optional ``(..., L_k, D_v)`` read by the last step.
-        normalizer: any normalizer of :func:`graphmem.attention.normalize`.
+        normalizer: a name of :data:`graphmem.attention.NORMALIZERS`.
         dropout: dropout on the weights of the last step, in training.
         training: apply dropout.
+        score: any score with the core's signature (a :class:`~graphmem.attention.Score`
+            module or a function); :math:`\beta` multiplies it as an inverse temperature.
 
     Returns:
         The new state ``(..., L_q, D)`` (``(..., L_q, D_v)`` with ``value``) and the last
@@ -69,13 +66,12 @@ def hopfield_update(
     if num_iterations < 1:
         raise ValueError(f"num_iterations must be at least 1, got {num_iterations}")
     beta = 1.0 / math.sqrt(state.size(-1)) if beta is None else beta
-    score = partial(_beta_dot_score, beta=beta)
     for _ in range(num_iterations - 1):
-        new, _ = attention(state, stored, stored, score=score, normalizer=normalizer, mask=mask)
+        new = attention(state, stored, stored, score, normalizer, mask=mask, scale=beta).out
         converged = tol is not None and bool((new - state).abs().amax() <= tol)
         state = new
         if converged:
             break
-    read = stored if value is None else value
-    return attention(state, stored, read, score=score, normalizer=normalizer, mask=mask,
-                     dropout=dropout, training=training)
+    result = attention(state, stored, stored if value is None else value, score, normalizer, mask=mask,
+                       scale=beta, dropout=dropout, training=training)
+    return result.out, result.weights

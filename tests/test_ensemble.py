@@ -1,0 +1,190 @@
+"""Issue 13 item 3: `graphmem fit --ensemble N` trains N seeds into one folder with a manifest;
+`graphmem predict` on it writes the members' mean probability and standard deviation.
+
+The references are computed by hand: each member's network built from its checkpoint and run
+outside Lightning (tests.conftest.reference_probabilities), ROC-AUC with scikit-learn."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from graphmem.cli import main
+from graphmem.data import MoleculeDataModule
+from graphmem.data.molecule import TOX21_TASKS
+from graphmem.ensemble import export_ensemble, load_ensemble, write_manifest
+from graphmem.errors import GraphmemError
+from graphmem.recipe import checkpoint_data
+from tests.conftest import molecule_table, reference_probabilities, write_tox21
+
+RECIPE = str(Path(__file__).resolve().parent.parent / "recipes" / "tox21_gat.yaml")
+HIDDEN = ["--model.init_args.model.init_args.hidden_channels", "16"]
+GOOD = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC"]
+
+
+def _fit_args(root: Path, run: Path, *extra: str) -> list[str]:
+    return ["fit", "--config", RECIPE, "--data.init_args.root", str(root), *HIDDEN, "--trainer.max_epochs", "1",
+            "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
+            "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run), *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A two-member ensemble (seeds 0 and 1, one epoch each on the tiny Tox21 table), what fit
+    printed, and a plain fit of seed 1 beside it."""
+    root = tmp_path_factory.mktemp("data")
+    write_tox21(root, molecule_table(240))
+    run = tmp_path_factory.mktemp("run")
+    main(_fit_args(root, run, "--ensemble", "2"))
+    plain = tmp_path_factory.mktemp("plain")
+    main(_fit_args(root, plain, "--seed_everything", "1"))
+    return {"root": root, "run": run, "folder": run / "lightning_logs" / "ensemble_0",
+            "plain": next(plain.rglob("*.ckpt"))}
+
+
+def _shell(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """Runs ``graphmem *args`` as the console script does: (exit status, the one error line)."""
+    monkeypatch.setattr(sys, "argv", ["graphmem", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("graphmem: error:")]
+    assert len(errors) == 1, errors
+    return exit_.value.code, errors[0]
+
+
+def test_fit_ensemble_trains_one_run_per_seed_and_lists_them(trained):
+    folder = trained["folder"]
+    record = json.loads((folder / "ensemble.json").read_text())
+    assert [m["seed"] for m in record["members"]] == [0, 1]
+    assert record["data"] == {"data": "MoleculeDataModule", "dataset": "tox21", "tasks": list(TOX21_TASKS)}
+    states = []
+    for member in record["members"]:
+        checkpoint, config = folder / member["checkpoint"], folder / member["config"]
+        assert checkpoint.parent == folder / f"seed_{member['seed']}" / "checkpoints"
+        assert yaml.safe_load(config.read_text())["seed_everything"] == member["seed"]
+        assert checkpoint_data(checkpoint) == record["data"]
+        states.append(torch.load(checkpoint, weights_only=True)["state_dict"])
+    assert not torch.equal(states[0]["model.head.3.weight"], states[1]["model.head.3.weight"])
+    # a member is the run that `graphmem fit --seed_everything <its seed>` gives
+    plain = torch.load(trained["plain"], weights_only=True)["state_dict"]
+    assert all(torch.equal(plain[key], states[1][key]) for key in plain)
+
+
+def test_ensemble_scores_are_the_roc_auc_of_the_mean_probability(trained):
+    folder = trained["folder"]
+    data = MoleculeDataModule(root=str(trained["root"]), batch_size=32)
+    data.setup()
+    test = data.splits["test"]
+    labels = torch.cat([graph.y for graph in test]).numpy()
+    members = load_ensemble(folder).members
+    probabilities = [reference_probabilities(m.checkpoint, test).numpy() for m in members]
+
+    def roc_auc(scores: np.ndarray) -> list[float]:
+        labelled = ~np.isnan(labels)
+        return [roc_auc_score(labels[labelled[:, t], t], scores[labelled[:, t], t]) for t in range(12)]
+
+    expected = {"seed 0": roc_auc(probabilities[0]), "seed 1": roc_auc(probabilities[1]),
+                "ensemble": roc_auc((probabilities[0] + probabilities[1]) / 2)}
+    scores = pd.read_csv(folder / "test_roc_auc.csv", index_col="task")
+    assert list(scores.index) == [*TOX21_TASKS, "mean"] and list(scores.columns) == list(expected)
+    for column, per_task in expected.items():
+        assert np.allclose(scores[column].iloc[:12], per_task, atol=1e-6)
+        assert scores[column]["mean"] == pytest.approx(np.mean(per_task))
+
+
+@pytest.mark.parametrize("target", ["folder", "manifest", "folder and recipe"])
+def test_predict_on_an_ensemble_is_the_members_mean_and_std(trained, tmp_path, target, capsys):
+    path = trained["folder"] / "ensemble.json" if target == "manifest" else trained["folder"]
+    # the members' saved configs, or one recipe for all of them with the overrides they were trained with
+    recipe = ["--config", RECIPE] if target == "folder and recipe" else []
+    overrides = ["--", *HIDDEN, "--data.init_args.root", str(trained["root"])] if recipe else []
+    inputs = [GOOD[0], "C1CC(", GOOD[1], GOOD[2], GOOD[3]]
+    out = tmp_path / "p.csv"
+    main(["predict", *recipe, "--ckpt_path", str(path), "--smiles", *inputs, "--out", str(out), *overrides])
+    table = pd.read_csv(out, keep_default_na=False)
+    stds = [f"{task}_std" for task in TOX21_TASKS]
+    assert list(table.columns) == ["index", "smiles", *TOX21_TASKS, *stds, "error"]
+    assert table["smiles"].tolist() == inputs and table["error"].ne("").tolist() == [False, True, False, False, False]
+    good = table.drop(index=1)
+    members = np.stack([reference_probabilities(m.checkpoint, GOOD).numpy() for m in load_ensemble(path).members])
+    assert np.allclose(good[list(TOX21_TASKS)].astype(float), members.mean(axis=0), atol=1e-6)
+    assert np.allclose(good[stds].astype(float), np.abs(members[0] - members[1]) / 2, atol=1e-6)  # ddof 0
+    assert "predicted 4 molecules, 1 unparseable (index 1) with 2 models" in capsys.readouterr().out
+
+
+def test_ensemble_member_of_other_data_is_refused_in_one_line(trained, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    members = load_ensemble(trained["folder"]).members
+    other = torch.load(members[1].checkpoint, weights_only=True)
+    other["graphmem_data"]["tasks"] = other["graphmem_data"]["tasks"][::-1]  # same set, columns reordered
+    torch.save(other, folder / "other.ckpt")
+    manifest = json.loads((trained["folder"] / "ensemble.json").read_text())
+    manifest["members"][0]["checkpoint"] = str(members[0].checkpoint)
+    manifest["members"][1]["checkpoint"] = "other.ckpt"
+    manifest["members"] = [{**m, "config": str(members[0].config)} for m in manifest["members"]]
+    (folder / "ensemble.json").write_text(json.dumps(manifest))
+    code, err = _shell(monkeypatch, capsys, "predict", "--ckpt_path", str(folder), "--smiles", "CCO",
+                       "--out", str(tmp_path / "p.csv"))
+    assert code == 2 and "other.ckpt was trained on" in err and "same data and tasks" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_ensemble_never_writes_into_a_used_folder(trained, tmp_path):
+    folder = trained["folder"]
+    before = {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+    with pytest.raises(GraphmemError, match="already holds files"):
+        main(_fit_args(trained["root"], trained["run"], "--ensemble", "2",
+                       "--trainer.logger.init_args.version", "ensemble_0"))
+    with pytest.raises(GraphmemError, match="exists: another ensemble"):
+        write_manifest(folder, load_ensemble(folder).members, {})
+    assert {path: path.read_bytes() for path in folder.rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--ensemble", "1"], "at least 2"),
+    (["--ensemble=x"], "at least 2"),
+    (["--ensemble", "2", "--ckpt_path", "last"], "cannot resume"),
+    (["--ensemble", "2", "--seed_everything", "false"], "set --seed_everything to a number"),
+    (["--ensemble", "2", "--trainer.logger", "false"], "needs a logger"),
+])
+def test_bad_ensemble_arguments_are_refused_before_training(tmp_path, extra, message):
+    write_tox21(tmp_path, molecule_table(240))
+    with pytest.raises(GraphmemError, match=message):
+        main(_fit_args(tmp_path, tmp_path / "run", *extra))
+    assert not (tmp_path / "run").exists()
+
+
+def test_ensemble_of_another_kind_of_recipe_is_refused(tmp_path):
+    karate = str(Path(RECIPE).with_name("karate_gat.yaml"))
+    with pytest.raises(GraphmemError, match="trains molecule recipes"):
+        main(["fit", "--config", karate, "--ensemble", "2", "--trainer.default_root_dir", str(tmp_path)])
+
+
+def test_export_keeps_predictions_and_drops_training_state(trained, tmp_path):
+    shipped = export_ensemble(trained["folder"], tmp_path / "shipped")
+    original = load_ensemble(trained["folder"])
+    assert shipped.data == original.data and [m.seed for m in shipped.members] == [0, 1]
+    for ours, theirs in zip(shipped.members, original.members):
+        contents = torch.load(ours.checkpoint, weights_only=True)
+        assert "optimizer_states" not in contents and "callbacks" not in contents
+        assert ours.checkpoint.stat().st_size < theirs.checkpoint.stat().st_size / 2
+        assert yaml.safe_load(ours.config.read_text())["data"]["init_args"]["root"] is None
+        assert torch.equal(reference_probabilities(ours.checkpoint, GOOD), reference_probabilities(theirs.checkpoint, GOOD))
+    assert (tmp_path / "shipped" / "test_roc_auc.csv").read_text() == (trained["folder"] / "test_roc_auc.csv").read_text()
+    with pytest.raises(GraphmemError, match="already holds files"):
+        export_ensemble(trained["folder"], tmp_path / "shipped")
+
+
+def test_predict_with_a_checkpoint_file_needs_its_recipe(trained, tmp_path):
+    member = load_ensemble(trained["folder"]).members[0]
+    with pytest.raises(GraphmemError, match="--config is required with a checkpoint file"):
+        main(["predict", "--ckpt_path", str(member.checkpoint), "--smiles", "CCO", "--out", str(tmp_path / "p.csv")])
