@@ -105,13 +105,14 @@ def test_plot_verb_draws_the_recipes_task(recipe, size_args, title, tmp_path, mo
 
     drawn = {}
 
-    def record(inputs, targets, outputs, history, path, title=""):
-        drawn.update(steps=inputs.size(0), inputs=inputs.size(-1), outputs=outputs.size(-1), title=title)
-        return plot_ntm_run(inputs, targets, outputs, history, path, title=title)
+    def record(inputs, targets, outputs, history, path, head=0, title=""):
+        drawn.update(steps=inputs.size(0), inputs=inputs.size(-1), outputs=outputs.size(-1), title=title, head=head)
+        return plot_ntm_run(inputs, targets, outputs, history, path, head=head, title=title)
 
     monkeypatch.setattr(ntm_plot, "plot_ntm_run", record)
     out = tmp_path / f"{recipe}.png"
-    main(["plot", "ntm", "--config", str(RECIPES / f"{recipe}.yaml"), *size_args, "--out", str(out),
+    head = ["--head", "3"] if recipe == "ntm_associative_recall" else []  # the recall model has 4 heads
+    main(["plot", "ntm", "--config", str(RECIPES / f"{recipe}.yaml"), *size_args, *head, "--out", str(out),
           "--", "--model.init_args.model.init_args.memory_size", "16",
           "--model.init_args.model.init_args.compile_step", "false"])
     _assert_png(out)
@@ -119,6 +120,12 @@ def test_plot_verb_draws_the_recipes_task(recipe, size_args, title, tmp_path, mo
     # recall: 4 items of 3 vectors with delimiters (16), the query block (4 + 1), the answer (3)
     expected = {"ntm_repeat_copy": (11, 10, 9), "ntm_associative_recall": (24, 8, 6)}[recipe]
     assert (drawn["steps"], drawn["inputs"], drawn["outputs"]) == expected and drawn["title"] == title
+    assert drawn["head"] == (3 if head else 0)
+    if head:
+        with pytest.raises(ValueError, match="head 4 does not exist: the run has 4 read and 4 write heads"):
+            main(["plot", "ntm", "--config", str(RECIPES / f"{recipe}.yaml"), *size_args, "--head", "4",
+                  "--out", str(tmp_path / "h4.png"), "--", "--model.init_args.model.init_args.memory_size", "16",
+                  "--model.init_args.model.init_args.compile_step", "false"])
 
 
 def test_plot_verb_molecule_and_wrong_kind(tmp_path):

@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
             kind.add_argument("--repeats", type=_positive, default=3, help="repeat count (repeat copy)")
             kind.add_argument("--items", type=_positive, default=6, help="number of items (associative recall)")
             kind.add_argument("--seed", type=int, default=0)
+            kind.add_argument("--head", type=int, default=0, help="which read and write head to draw")
     curves = kinds.add_parser("curves", help="training curves from a run's metrics.csv (no model needed)")
     curves.add_argument("--log", required=True, nargs="+",
                         help="the metrics.csv of a run (CSV logger); several draw one line per run")
@@ -106,8 +107,8 @@ def plot_main(args: list[str]) -> Path:
             spec = datamodule.spec
             size = {"copy": options.length, "repeat_copy": (options.length, options.repeats),
                     "associative_recall": options.items}[spec.task]
-            path = ntm_task_run(model, spec, size, options.out, seed=options.seed)
+            path = ntm_task_run(model, spec, size, options.out, seed=options.seed, head=options.head)
         else:  # a model trained on other data: draw a copy run
-            path = ntm_copy_run(model, options.length, options.out, seed=options.seed)
+            path = ntm_copy_run(model, options.length, options.out, seed=options.seed, head=options.head)
     print(f"wrote {path}")
     return path

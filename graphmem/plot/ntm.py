@@ -93,7 +93,8 @@ def _describe(spec: TaskSpec, size: Size) -> str:
     return f"NTM {spec.task.replace('_', ' ')}, length {size}"
 
 
-def ntm_task_run(model: nn.Module, spec: TaskSpec, size: Size, path: str | os.PathLike, seed: int = 0) -> Path:
+def ntm_task_run(model: nn.Module, spec: TaskSpec, size: Size, path: str | os.PathLike, seed: int = 0,
+                 head: int = 0) -> Path:
     """Runs ``model`` (a time-first :class:`~graphmem.memory.NTM`) on one sequence of the task
     ``spec`` at ``size`` (a length, an item count, or a ``(length, repeats)`` pair, as in
     :class:`~graphmem.data.AlgorithmicDataModule`'s ``test_sizes``) and draws it with
@@ -106,12 +107,12 @@ def ntm_task_run(model: nn.Module, spec: TaskSpec, size: Size, path: str | os.Pa
             outputs, _, history = model(inputs, return_history=True)
     finally:
         model.train(was_training)
-    return plot_ntm_run(inputs, targets, outputs, history, path, title=_describe(spec, size))
+    return plot_ntm_run(inputs, targets, outputs, history, path, head=head, title=_describe(spec, size))
 
 
 def ntm_copy_run(model: nn.Module, length: int, path: str | os.PathLike, width: int | None = None,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, head: int = 0) -> Path:
     """Runs ``model`` (a time-first :class:`~graphmem.memory.NTM`) on one copy sequence of
     ``length`` random vectors and draws it with :func:`plot_ntm_run`."""
     width = width if width is not None else model.cell.input_size - 1  # copy inputs: bits + delimiter
-    return ntm_task_run(model, TaskSpec("copy", width=width), length, path, seed)
+    return ntm_task_run(model, TaskSpec("copy", width=width), length, path, seed, head)
