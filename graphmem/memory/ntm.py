@@ -165,6 +165,16 @@ class NTMCell(nn.Module):
     _input_checked = False
 
     def forward(self, x: Tensor, state: NTMState | None = None) -> tuple[Tensor, NTMState]:
+        features, state = self.step(x, state)
+        return self.output(features), state
+
+    def step(self, x: Tensor, state: NTMState | None = None) -> tuple[Tensor, NTMState]:
+        r"""One step up to the output layer: the features :math:`[h_t \Vert r_t]`,
+        ``(B, controller_size + K_r M)``, and the new state.
+
+        :class:`NTM` runs this at every step and applies the output layer :math:`W_o` to the
+        features of all steps at once: one matmul per sequence rather than one per step.
+        """
         # shape checks are static under torch.compile; the value check is skipped while tracing
         self.check_input(x, 2)
         if state is None:
@@ -176,8 +186,8 @@ class NTMCell(nn.Module):
         if self.write_heads is not None:
             memory, write_weights = self.write_heads(hidden, memory, write_weights)
         reads, read_weights = self.read_heads(hidden, memory, state.read_weights)
-        y = self.output(torch.cat([hidden, reads.flatten(1)], -1))
-        return y, NTMState(controller_state, memory, reads, read_weights, write_weights)
+        features = torch.cat([hidden, reads.flatten(1)], -1)
+        return features, NTMState(controller_state, memory, reads, read_weights, write_weights)
 
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, output_size={self.output_size}, "
@@ -218,9 +228,9 @@ class NTM(nn.Module):
         super().__init__()
         self.batch_first = batch_first
         self.cell = NTMCell(input_size, output_size, **cell_options)
-        if compile_step:
-            # in place, so parameter names (and checkpoints) are those of the eager model
-            self.cell.compile()
+        # a compiled bound method rather than a compiled module: parameter names (and
+        # checkpoints) stay those of the eager model
+        self._step = torch.compile(self.cell.step) if compile_step else self.cell.step
 
     def reset_parameters(self) -> None:
         self.cell.reset_parameters()
@@ -240,15 +250,15 @@ class NTM(nn.Module):
         self.cell._input_checked = True
         try:
             for x_t in x.unbind(0):
-                y, state = self.cell(x_t, state)
-                outputs.append(y)
+                features, state = self._step(x_t, state)
+                outputs.append(features)
                 if return_history:
                     reads.append(state.read_weights)
                     writes.append(state.write_weights)
         finally:
             self.cell._input_checked = False
         time_dim = 1 if self.batch_first else 0
-        output = torch.stack(outputs, time_dim)
+        output = self.cell.output(torch.stack(outputs, time_dim))
         if not return_history:
             return output, state
         return output, state, NTMHistory(torch.stack(reads, time_dim), torch.stack(writes, time_dim))
