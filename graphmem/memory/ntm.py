@@ -211,10 +211,11 @@ class NTM(nn.Module):
         input_size: features per step.
         output_size: outputs per step.
         batch_first: inputs and outputs are ``(B, T, F)`` instead of ``(T, B, F)``.
-        compile_step: compile the one-step cell with :func:`torch.compile`. A step is about a
-            hundred small operations, so on CPU the Python and dispatch overhead dominates and
-            compiling makes training about 5x faster, after a one-off compile of ~30-60 s.
-            The sequence length does not trigger recompiles; a new batch size does.
+        compile_step: compile the step (:meth:`NTMCell.step`) with :func:`torch.compile`. A
+            step is about a hundred small operations, so on CPU the Python and dispatch
+            overhead dominates and compiling makes training 2-3x faster, after a one-off
+            compile of ~10-60 s. The sequence length does not trigger recompiles; a new batch
+            size does.
         **cell_options: any argument of :class:`NTMCell` (memory size, heads, controller, ...).
 
     Shapes:
