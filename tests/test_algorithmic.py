@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -152,6 +153,12 @@ def test_compiled_ntm_step_matches_eager():
         output.square().sum().backward()
     for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
         torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+    # a deep copy steps with its own parameters, not those of the model it was copied from
+    twin = copy.deepcopy(compiled)
+    with torch.no_grad():
+        twin.cell.read_heads.linear.weight.zero_()
+        eager.cell.read_heads.linear.weight.zero_()
+    torch.testing.assert_close(twin(inputs)[0], eager(inputs)[0], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("recipe, sizes, keys", [

@@ -8,6 +8,8 @@ gradients that the optimised step must reproduce.
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,6 +177,16 @@ def test_step_gradcheck(controller):
         return (y, *_leaves(new))
 
     assert torch.autograd.gradcheck(step, [t.requires_grad_(True) for t in leaves])
+
+
+def test_compiled_ntm_pickles_and_keeps_its_keys():
+    """Compiling the step changes neither the parameter names nor whether the model pickles."""
+    compiled = NTM(3, 2, memory_init="learned", compile_step=True, **SIZES)
+    assert sorted(compiled.state_dict()) == sorted(CHECKPOINT_KEYS)
+    restored = pickle.loads(pickle.dumps(compiled))
+    assert restored.compile_step
+    for p, q in zip(compiled.parameters(), restored.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_checkpoint_keys_unchanged():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -194,6 +196,18 @@ class NTMCell(nn.Module):
                 f"memory={self.memory_size}x{self.memory_width}, memory_init={self.memory_init!r}")
 
 
+@functools.cache
+def compiled_step(cell_type: type[NTMCell]) -> Callable[..., tuple[Tensor, NTMState]]:
+    """``cell_type.step`` under :func:`torch.compile`, made once per class and called with the
+    cell as its first argument.
+
+    No model holds it, so a compiled :class:`NTM` deep-copies and pickles as an eager one
+    does (a copy steps with its own parameters), and parameter names are those of the eager
+    model.
+    """
+    return torch.compile(cell_type.step)
+
+
 class NTMHistory(NamedTuple):
     """Weightings of every step, for inspection and plots: ``(T, B, K, N)`` (batch first: ``(B, T, K, N)``)."""
 
@@ -229,9 +243,7 @@ class NTM(nn.Module):
         super().__init__()
         self.batch_first = batch_first
         self.cell = NTMCell(input_size, output_size, **cell_options)
-        # a compiled bound method rather than a compiled module: parameter names (and
-        # checkpoints) stay those of the eager model
-        self._step = torch.compile(self.cell.step) if compile_step else self.cell.step
+        self.compile_step = compile_step
 
     def reset_parameters(self) -> None:
         self.cell.reset_parameters()
@@ -248,10 +260,11 @@ class NTM(nn.Module):
             # made here rather than in the cell, so a compiled cell sees one kind of input
             state = self.cell.initial_state(x.size(1), x.device, x.dtype)
         outputs, reads, writes = [], [], []
+        step = compiled_step(type(self.cell)) if self.compile_step else type(self.cell).step
         self.cell._input_checked = True
         try:
             for x_t in x.unbind(0):
-                features, state = self._step(x_t, state)
+                features, state = step(self.cell, x_t, state)
                 outputs.append(features)
                 if return_history:
                     reads.append(state.read_weights)
