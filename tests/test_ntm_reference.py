@@ -120,8 +120,9 @@ def test_step_matches_per_head_reference_with_gradients(controller, read_heads, 
     cell = _cell(controller, read_heads, write_heads)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(3, 3, generator=generator, dtype=DT, requires_grad=True)
-    state = NTMState(*(t.requires_grad_(True) if isinstance(t, torch.Tensor) else tuple(
-        c.requires_grad_(True) for c in t) for t in _random_state(cell, 3, generator)))
+    state = _random_state(cell, 3, generator)
+    for leaf in _leaves(state):
+        leaf.requires_grad_(True)
     inputs = [x, *_leaves(state), *cell.parameters()]
 
     results = []
