@@ -1,30 +1,45 @@
-"""NTM training steps on the copy task: the reference regime against graphmem's batched paths.
+"""NTM training steps on the copy task: graphmem's NTM against nn.LSTM, the PyPI ``dnc`` package
+and the one-sequence-per-update regime of the reference NTM implementations.
 
-No NTM is installable from a package index, so the peer is the regime of the widely used
-reference implementations: one sequence per update, every step run eagerly op by op. It is
-graphmem's own cell run that way (``eager``, batch 1), which the issue timed against the
-reference at 60-70 ms per length-20 sequence on this machine. Against it run:
+Models, on the copy recipe's shapes (8-bit vectors, memory 128 x 20, a controller of 100
+LSTM units, one read and one write head) or, with ``--recipe recall``, the associative recall
+recipe's (6-bit items of 3 vectors, memory 128 x 20, a feed-forward controller of 256, four
+read and four write heads):
 
-- ``eager`` at larger batches: the same cell, many sequences per update;
-- ``compiled``: the cell under ``torch.compile`` (``NTM(compile_step=True)``);
+- ``eager``: graphmem's NTM run op by op; at batch 1 this is the regime of the widely used
+  reference implementations (one sequence per update), which the issue timed at 60-70 ms per
+  length-20 sequence on this machine;
+- ``compiled``: the same NTM with its step under ``torch.compile`` (``NTM(compile_step=True)``);
 - ``lstm``: ``torch.nn.LSTM`` of the controller's size and the same output layer, no memory:
-  the floor that a memory-less recurrent model of this size costs.
+  the floor that a memory-less recurrent model of this size costs;
+- ``dnc``: the Differentiable Neural Computer of the PyPI package ``dnc`` (a batched PyTorch
+  DNC), with an LSTM controller of the same width, the same memory and read heads (a DNC has
+  one write head); skipped, with a note, where ``dnc`` is not importable. It is a benchmark
+  peer only, not a graphmem dependency: install it in a separate environment
+  (``pip install --no-deps dnc``; it needs only torch and numpy at run time).
 
 One training step is: forward over the ``2L + 1`` steps of a batch of copy sequences of
-length ``L``, the cost, backward, gradient clipping and an Adam update. Time is the median
-(minimum) of at least ``--repeats`` steps and ``--min-time`` seconds, the three models
-alternating in one process so that background load hits all alike. Peak memory is measured in
-a fresh child process per row: the high-water mark of the resident set during one step, above
-the resident set before it, after a warm-up step on length-1 sequences (``/proc/self/clear_refs``
+length ``L`` (or the steps of a recall batch), the cost, backward, gradient clipping and an
+Adam update. The models alternate in one process, rotating which goes first, so that
+background load hits all alike; a time is the median (minimum) of at least ``--repeats``
+rounds and ``--min-time`` seconds, and a ratio is the median over rounds of the ratio within
+a round. ``--clock cpu`` measures the thread's CPU time instead of wall time (steadier on a
+loaded machine; use it with ``--threads 1``). Peak memory is measured in a fresh child
+process per model: the high-water mark of the resident set during one step, above the
+resident set before it, after a warm-up step on the smallest size (``/proc/self/clear_refs``
 resets the mark, so compilation is not counted).
 
-    python bench/ntm_bench.py                                    # batches 1 16 64, lengths 10 20 50
-    python bench/ntm_bench.py --batches 16 --lengths 20 --threads 1
+    python bench/ntm_bench.py                                    # batches 1 16 32, length 20
+    python bench/ntm_bench.py --recipe recall --batches 32        # 6 items
+    python bench/ntm_bench.py --batches 16 --lengths 10 20 --threads 1 --clock cpu
+    python bench/ntm_bench.py --models eager lstm --batches 2 --lengths 2 --repeats 1 --min-time 0 --no-memory
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import statistics
@@ -35,18 +50,25 @@ import torch
 from benchutil import describe, run_child, status_mb
 from torch import nn
 
-from graphmem.data.algorithmic import copy_batch
+from graphmem.data.algorithmic import associative_recall_batch, copy_batch
 from graphmem.lit.sequence import sequence_costs
 from graphmem.memory import NTM
 
-MODELS = ("eager", "compiled", "lstm")
-WIDTH = 8
+MODELS = ("eager", "compiled", "lstm", "dnc")
+MEMORY = (128, 20)
+#: the NTM of each recipe (recipes/ntm_copy.yaml, recipes/ntm_associative_recall.yaml)
+RECIPES: dict[str, dict] = {
+    "copy": dict(input_size=9, output_size=8, controller="lstm", controller_size=100, read_heads=1, write_heads=1),
+    "recall": dict(input_size=8, output_size=6, controller="feedforward", controller_size=256, read_heads=4,
+                   write_heads=4),
+}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 
 
 class LSTMBaseline(nn.Module):
     """``torch.nn.LSTM`` with the NTM controller's size and an output layer; no memory."""
 
-    def __init__(self, input_size: int, output_size: int, hidden_size: int = 100) -> None:
+    def __init__(self, input_size: int, output_size: int, hidden_size: int) -> None:
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden_size)
         self.output = nn.Linear(hidden_size, output_size)
@@ -55,13 +77,55 @@ class LSTMBaseline(nn.Module):
         return self.output(self.lstm(x)[0]), None
 
 
-def build(kind: str) -> nn.Module:
-    """The copy recipe's NTM (memory 128 x 20, LSTM controller of 100, one read and one write head)."""
+class DNCPeer(nn.Module):
+    """The PyPI ``dnc`` package's DNC with the NTM's controller width, memory and read heads.
+
+    Its controller is always an LSTM and it has one write head. Its output layer maps back to
+    the input width (the delimiter channels included), so the first ``output_size`` channels
+    are the prediction. Every call starts from a fresh memory (``reset_experience``), as an
+    NTM call does.
+    """
+
+    def __init__(self, input_size: int, output_size: int, hidden_size: int, read_heads: int) -> None:
+        super().__init__()
+        from dnc import DNC  # a benchmark peer, imported only when asked for
+
+        self.output_size = output_size
+        self.dnc = DNC(input_size=input_size, hidden_size=hidden_size, rnn_type="lstm", num_layers=1,
+                       num_hidden_layers=1, nr_cells=MEMORY[0], cell_size=MEMORY[1], read_heads=read_heads,
+                       batch_first=False, gpu_id=-1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.dnc(x, (None, None, None), reset_experience=True)[0][..., :self.output_size], None
+
+
+def available(kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """``kinds`` without ``dnc`` where the package is not installed (with a note saying so)."""
+    if "dnc" in kinds and importlib.util.find_spec("dnc") is None:
+        print("# dnc: the PyPI package `dnc` is not importable here, so the DNC peer is skipped "
+              "(pip install --no-deps dnc in a separate environment)")
+        return tuple(kind for kind in kinds if kind != "dnc")
+    return kinds
+
+
+def build(kind: str, recipe: str) -> nn.Module:
+    """The recipe's NTM (memory 128 x 20), or a peer of its controller's width."""
     torch.manual_seed(0)
+    options = RECIPES[recipe]
+    sizes = options["input_size"], options["output_size"], options["controller_size"]
     if kind == "lstm":
-        return LSTMBaseline(WIDTH + 1, WIDTH)
-    return NTM(input_size=WIDTH + 1, output_size=WIDTH, memory_size=128, memory_width=20, controller="lstm",
-               controller_size=100, read_heads=1, write_heads=1, shift_range=1, compile_step=kind == "compiled")
+        return LSTMBaseline(*sizes)
+    if kind == "dnc":
+        return DNCPeer(*sizes, options["read_heads"])
+    return NTM(memory_size=MEMORY[0], memory_width=MEMORY[1], shift_range=1, compile_step=kind == "compiled",
+               **options)
+
+
+def make_batch(recipe: str, size: int, batch_size: int, generator: torch.Generator) -> tuple:
+    """Copy sequences of length ``size`` or associative recall over ``size`` items (the recipes' widths)."""
+    if recipe == "copy":
+        return copy_batch(size, batch_size, RECIPES["copy"]["output_size"], generator)
+    return associative_recall_batch(size, batch_size, RECIPES["recall"]["output_size"], generator=generator)
 
 
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[tuple], None]:
@@ -75,17 +139,17 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callabl
     return run
 
 
-def steppers(kinds: tuple[str, ...]) -> dict[str, Callable[[tuple], None]]:
+def steppers(kinds: tuple[str, ...], recipe: str) -> dict[str, Callable[[tuple], None]]:
     out = {}
     for kind in kinds:
-        model = build(kind)
+        model = build(kind, recipe)
         out[kind] = training_step(model, torch.optim.Adam(model.parameters(), lr=3e-3))
     return out
 
 
-def time_row(steps: dict[str, Callable[[tuple], None]], batch: tuple, repeats: int,
-             min_time: float) -> dict[str, list[float]]:
-    """Seconds per training step of each model, rotating which goes first."""
+def time_row(steps: dict[str, Callable[[tuple], None]], batch: tuple, repeats: int, min_time: float,
+             clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per training step of each model, one list entry per round, rotating which goes first."""
     for run in steps.values():  # warm-up: compilation, allocator
         run(batch)
     kinds = list(steps)
@@ -94,24 +158,32 @@ def time_row(steps: dict[str, Callable[[tuple], None]], batch: tuple, repeats: i
     r = 0
     while r < repeats or (time.perf_counter() - start_all < min_time and r < 500):
         for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:
-            start = time.perf_counter()
+            start = clock()
             steps[kind](batch)
-            times[kind].append(time.perf_counter() - start)
+            times[kind].append(clock() - start)
         r += 1
     return times
 
 
-def memory_child(kind: str, batch_size: int, length: int) -> dict[str, float]:
-    """In this (fresh) process: resident memory added by one training step of length ``length``.
+def ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> str:
+    """Median over rounds of ``numerator`` / ``denominator`` time, or ``-`` if either is missing."""
+    if numerator not in times or denominator not in times:
+        return "-"
+    return f"{statistics.median(a / b for a, b in zip(times[numerator], times[denominator])):.1f}x"
 
-    A warm-up step on length-1 sequences of the same batch size comes first: it compiles the
-    step (the compiled cell does not depend on the length) and touches the optimizer's state,
-    while leaving the allocator few freed blocks to hide the long step's activations in.
+
+def memory_child(kind: str, batch_size: int, size: int, recipe: str) -> dict[str, float]:
+    """In this (fresh) process: resident memory added by one training step on ``size``.
+
+    A warm-up step on the smallest size (length 1, or 2 items) of the same batch size comes
+    first: it compiles the step (the compiled cell does not depend on the length) and touches
+    the optimizer's state, while leaving the allocator few freed blocks to hide the long
+    step's activations in.
     """
-    run = steppers((kind,))[kind]
+    run = steppers((kind,), recipe)[kind]
     generator = torch.Generator().manual_seed(0)
-    run(copy_batch(1, batch_size, WIDTH, generator))
-    batch = copy_batch(length, batch_size, WIDTH, generator)
+    run(make_batch(recipe, 1 if recipe == "copy" else 2, batch_size, generator))
+    batch = make_batch(recipe, size, batch_size, generator)
     with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current resident set
         f.write("5")
     before = status_mb("VmRSS")
@@ -121,10 +193,15 @@ def memory_child(kind: str, batch_size: int, length: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[10, 20, 50], help="copy lengths L")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 32])
+    parser.add_argument("--recipe", choices=list(RECIPES), default="copy",
+                        help="the NTM and data of recipes/ntm_copy.yaml or recipes/ntm_associative_recall.yaml")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None,
+                        help="copy lengths L or recall item counts (default: 20 or 6, the longest trained)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=3.0)
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--no-time", action="store_true", help="measure only memory")
@@ -135,39 +212,45 @@ def main() -> None:
     # Adam's moments drift into subnormal floats, which x86 CPUs process up to 100x slower
     torch.set_flush_denormal(True)
     if args.child:
-        print(json.dumps(memory_child(args.child[0], int(args.child[1]), int(args.child[2]))))
+        print(json.dumps(memory_child(args.child[0], int(args.child[1]), int(args.child[2]), args.recipe)))
         return
+    lengths = args.lengths or [20 if args.recipe == "copy" else 6]
 
-    print(f"# NTM copy-task training step, cpu: {describe('cpu')}")
+    kinds = available(tuple(args.models))
+    extra = [f"dnc {importlib.metadata.version('dnc')}"] if "dnc" in kinds else []
+    print(f"# NTM {args.recipe}-task training step, {RECIPES[args.recipe]}, cpu: {describe('cpu', *extra)}; "
+          f"clock: {args.clock}")
     print(f"# load average before: {os.getloadavg()}")
-    print("# ms per step: median (minimum); per sequence: median / batch; speed-up: per sequence, "
-          "against eager at batch 1 (the reference regime) of the same length; MB: resident memory "
-          "added by one step")
-    print("| L | steps | batch | eager ms/step | compiled ms/step | lstm ms/step | eager ms/seq "
-          "| compiled ms/seq | speed-up eager | speed-up compiled | eager MB | compiled MB | lstm MB |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    steps = {} if args.no_time else steppers(MODELS)
-    for length in args.lengths:
+    print("# ms per step: median (minimum); per sequence: median / batch; ratios: median over rounds of "
+          "the ratio within a round; speed-up: per sequence, against eager at batch 1 (the reference "
+          "regime) of the same length; MB: resident memory added by one step")
+    header = ["L" if args.recipe == "copy" else "items", "steps", "batch", *(f"{k} ms/step" for k in kinds), *(f"{k} ms/seq" for k in kinds),
+              "compiled / lstm", "dnc / eager", "dnc / compiled", "speed-up eager", "speed-up compiled", *(f"{k} MB" for k in kinds)]
+    print("| " + " | ".join(header) + " |")
+    print("| " + " | ".join("---:" for _ in header) + " |")
+    steps = {} if args.no_time else steppers(kinds, args.recipe)
+    for length in lengths:
         reference = None
         for batch_size in sorted(args.batches):
-            batch = copy_batch(length, batch_size, WIDTH, torch.Generator().manual_seed(0))
-            times = ({kind: [float("nan")] for kind in MODELS} if args.no_time
-                     else time_row(steps, batch, args.repeats, args.min_time))
+            batch = make_batch(args.recipe, length, batch_size, torch.Generator().manual_seed(0))
+            times = ({kind: [float("nan")] for kind in kinds} if args.no_time
+                     else time_row(steps, batch, args.repeats, args.min_time, CLOCKS[args.clock]))
             ms = {kind: 1000 * statistics.median(t) for kind, t in times.items()}
             best = {kind: 1000 * min(t) for kind, t in times.items()}
-            per_seq = {kind: ms[kind] / batch_size for kind in MODELS}
-            if reference is None:
+            per_seq = {kind: ms[kind] / batch_size for kind in kinds}
+            if reference is None and "eager" in kinds:
                 reference = per_seq["eager"] if batch_size == 1 else None
-            speedup = [f"{reference / per_seq[k]:.1f}x" if reference else "-" for k in ("eager", "compiled")]
-            row = [length, 2 * length + 1, batch_size,
-                   *(f"{ms[k]:.1f} ({best[k]:.1f})" for k in MODELS),
-                   f"{per_seq['eager']:.2f}", f"{per_seq['compiled']:.2f}", *speedup]
+            speedup = [f"{reference / per_seq[k]:.1f}x" if reference and k in kinds else "-"
+                       for k in ("eager", "compiled")]
+            row = [length, batch[0].size(0), batch_size, *(f"{ms[k]:.1f} ({best[k]:.1f})" for k in kinds),
+                   *(f"{per_seq[k]:.2f}" for k in kinds), ratio(times, "compiled", "lstm"),
+                   ratio(times, "dnc", "eager"), ratio(times, "dnc", "compiled"), *speedup]
             if args.no_memory:
-                row += ["-"] * 3
+                row += ["-"] * len(kinds)
             else:
-                threads = ["--threads", str(args.threads)] if args.threads else []
+                threads = ["--recipe", args.recipe] + (["--threads", str(args.threads)] if args.threads else [])
                 row += [f"{run_child(__file__, ['--child', k, str(batch_size), str(length), *threads])['step_mb']:.1f}"
-                        for k in MODELS]
+                        for k in kinds]
             print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
     print(f"# load average after: {os.getloadavg()}")
 

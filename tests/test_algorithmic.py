@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -142,11 +143,23 @@ def test_ntm_trains_on_copy(tmp_path):
 @pytest.mark.slow
 def test_compiled_ntm_step_matches_eager():
     torch.manual_seed(0)
-    eager = NTM(5, 4, memory_size=16, memory_width=8, controller_size=32)
-    compiled = NTM(5, 4, memory_size=16, memory_width=8, controller_size=32, compile_step=True)
+    options = dict(memory_size=16, memory_width=8, controller_size=32, read_heads=2, write_heads=2)
+    eager = NTM(5, 4, **options)
+    compiled = NTM(5, 4, compile_step=True, **options)
     compiled.load_state_dict(eager.state_dict())
     inputs, _, _ = copy_batch(4, 3, width=4)
-    assert torch.allclose(eager(inputs)[0], compiled(inputs)[0], atol=1e-5)
+    outputs = [model(inputs)[0] for model in (eager, compiled)]
+    assert torch.allclose(*outputs, atol=1e-5)
+    for output in outputs:  # training runs the compiled backward too
+        output.square().sum().backward()
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-5, rtol=1e-4, msg=name)
+    # a deep copy steps with its own parameters, not those of the model it was copied from
+    twin = copy.deepcopy(compiled)
+    with torch.no_grad():
+        twin.cell.read_heads.linear.weight.zero_()
+        eager.cell.read_heads.linear.weight.zero_()
+    torch.testing.assert_close(twin(inputs)[0], eager(inputs)[0], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("recipe, sizes, keys", [

@@ -7,6 +7,9 @@ dense layout: cosine score times key strength, then softmax over the memory rows
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 import torch
 from torch import Tensor
 
@@ -33,13 +36,6 @@ def interpolate(content: Tensor, previous: Tensor, gate: Tensor) -> Tensor:
     return gate * content + (1 - gate) * previous
 
 
-def shift_index(num_rows: int, shift_range: int, device: torch.device | None = None) -> Tensor:
-    """``(N, 2R + 1)`` table of ``(i - o) mod N`` for offsets ``o = -R .. R``."""
-    rows = torch.arange(num_rows, device=device).unsqueeze(1)
-    offsets = torch.arange(-shift_range, shift_range + 1, device=device).unsqueeze(0)
-    return (rows - offsets) % num_rows
-
-
 def circular_shift(weights: Tensor, shift: Tensor) -> Tensor:
     r"""Circular convolution :math:`\tilde w_i = \sum_j w_j\, s_{(i - j) \bmod N}`.
 
@@ -50,12 +46,15 @@ def circular_shift(weights: Tensor, shift: Tensor) -> Tensor:
             one row forward).
 
     Returns:
-        ``(B, K, N)``, computed for the whole batch at once by gathering the ``2R + 1``
-        rotated copies of each weighting.
+        ``(B, K, N)``: :math:`\tilde w = \sum_{o=-R}^{R} s_o\, \mathrm{roll}(w, o)` with
+        :math:`\mathrm{roll}(w, o)_i = w_{(i - o) \bmod N}`, for the whole batch at once.
     """
+    # 2R + 1 rolled copies rather than one gather through an (N, 2R + 1) index table: a roll
+    # is a contiguous copy that compiled CPU kernels vectorise, the modular gather is not
+    # (it made the whole sharpening loop after it scalar).
     shift_range = (shift.size(-1) - 1) // 2
-    index = shift_index(weights.size(-1), shift_range, weights.device)
-    return (weights[..., index] * shift.unsqueeze(-2)).sum(-1)
+    rolled = (shift[..., j, None] * weights.roll(j - shift_range, -1) for j in range(shift.size(-1)))
+    return reduce(operator.add, rolled)
 
 
 def sharpen(weights: Tensor, gamma: Tensor, eps: float = 1e-12) -> Tensor:
