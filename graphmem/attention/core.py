@@ -45,8 +45,8 @@ ReadFn = Callable[[Tensor, Tensor, Tensor, int], Tensor]
 class AttentionOutput(NamedTuple):
     """What :func:`attention` computed."""
 
-    out: Tensor
-    """The read, ``(..., L_q, D_v)`` dense or ``(N_q, *, D_v)`` sparse."""
+    out: Tensor | None
+    """The read, ``(..., L_q, D_v)`` dense or ``(N_q, *, D_v)`` sparse; ``None`` without a value."""
     weights: Tensor
     """The weights that were read (after dropout), ``(..., L_q, L_k)`` or ``(E, *)``."""
     logits: Tensor
@@ -89,7 +89,7 @@ def normalize(
 def attention(
     query: Tensor | None,
     key: Tensor,
-    value: Tensor,
+    value: Tensor | None,
     score: ScoreFn = scaled_dot_score,
     normalizer: Normalizer = "softmax",
     edge_index: Tensor | None = None,
@@ -115,6 +115,8 @@ def attention(
     ``(N_q, *, D_v)`` and weights ``(E, *)``. The read is :func:`sparse_read_auto`, which takes
     the fused, memory-light kernel when the per-edge messages would be large; ``read``
     replaces it (a message-passing layer's read, which may hand the messages to PyG).
+    ``value=None`` skips the read (``out`` is ``None``): for a caller that reads with weights it
+    changes first, as the NTM's location addressing does with its content weights.
 
     Args:
         score: any callable with the score signature, ``score(query, key, edge_index=,
@@ -145,12 +147,14 @@ def attention(
     if edge_index is None:
         normalized = normalize(logits, normalizer, mask=mask, tau=tau)
         weights = F.dropout(normalized, dropout, training)
-        return AttentionOutput(dense_read(weights, value), weights, logits, normalized)
+        out = None if value is None else dense_read(weights, value)
+        return AttentionOutput(out, weights, logits, normalized)
     if num_queries is None:
         if query is None:
             raise ValueError("attention() needs num_queries in the sparse layout when query is None")
         num_queries = query.size(0)
     normalized = normalize(logits, normalizer, index=edge_index[1], num_segments=num_queries, tau=tau)
     weights = F.dropout(normalized, dropout, training)
-    out = (sparse_read_auto if read is None else read)(weights, value, edge_index, num_queries)
+    out = None if value is None else (sparse_read_auto if read is None else read)(weights, value, edge_index,
+                                                                              num_queries)
     return AttentionOutput(out, weights, logits, normalized)

@@ -13,21 +13,42 @@ from functools import reduce
 import torch
 from torch import Tensor
 
-from graphmem.attention import cosine_score, masked_softmax
+from graphmem.attention import ScoreFn, attention, check_attention_options, cosine_score
+
+#: normalizers that give content weights location addressing can use: a distribution over rows
+#: ("none" does not: interpolation and sharpening need weights that sum to one)
+CONTENT_NORMALIZERS: tuple[str, ...] = ("softmax", "hard", "gumbel", "gumbel_hard")
 
 
-def content_weights(memory: Tensor, key: Tensor, beta: Tensor) -> Tensor:
-    r""":math:`w^c_i = \mathrm{softmax}_i\big(\beta\, \cos(k, M(i))\big)`.
+def check_content_normalizer(normalizer: str) -> None:
+    """Refuses a normalizer whose weights are not a distribution over memory rows."""
+    check_attention_options(normalizer=normalizer)
+    if normalizer not in CONTENT_NORMALIZERS:
+        raise ValueError(f"the NTM's content addressing needs weights that sum to one (interpolation and "
+                         f"sharpening follow it); normalizer {normalizer!r} does not give them: choose one of "
+                         f"{', '.join(CONTENT_NORMALIZERS)}")
+
+
+def content_weights(memory: Tensor, key: Tensor, beta: Tensor, score: ScoreFn = cosine_score,
+                    normalizer: str = "softmax") -> Tensor:
+    r""":math:`w^c_i = \mathrm{normalize}_i\big(\beta\, s(k, M(i))\big)`, by default
+    :math:`\mathrm{softmax}_i(\beta \cos(k, M(i)))` (Graves et al. 2014, eq. 5-6).
+
+    The core's :func:`~graphmem.attention.attention` in the dense layout, each head's key the
+    query, the memory rows the keys, the key strength its ``scale``; location addressing reads
+    with the weights after it, so no read is made here.
 
     Args:
         memory: ``(B, N, M)``.
         key: ``(B, K, M)`` one key per head.
         beta: ``(B, K)`` key strengths, :math:`\beta > 0`.
+        score: any score with the core's signature on ``(B, K, M)`` keys and ``(B, N, M)`` rows.
+        normalizer: one of :data:`CONTENT_NORMALIZERS`.
 
     Returns:
         ``(B, K, N)``.
     """
-    return masked_softmax(cosine_score(key, memory, beta))
+    return attention(key, memory, None, score, normalizer, scale=beta.unsqueeze(-1)).weights
 
 
 def interpolate(content: Tensor, previous: Tensor, gate: Tensor) -> Tensor:
@@ -76,7 +97,10 @@ def address(
     gate: Tensor,
     shift: Tensor,
     gamma: Tensor,
+    score: ScoreFn = cosine_score,
+    normalizer: str = "softmax",
 ) -> Tensor:
-    """The four addressing steps in order: content, interpolate, shift, sharpen; ``(B, K, N)``."""
-    weights = interpolate(content_weights(memory, key, beta), previous, gate)
+    """The four addressing steps in order: content (with ``score`` and ``normalizer``, see
+    :func:`content_weights`), interpolate, shift, sharpen; ``(B, K, N)``."""
+    weights = interpolate(content_weights(memory, key, beta, score, normalizer), previous, gate)
     return sharpen(circular_shift(weights, shift), gamma)

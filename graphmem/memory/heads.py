@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphmem.memory.addressing import address
+from graphmem.attention import ScoreFn, check_attention_options, cosine_score, dot_score, make_score, scaled_dot_score
+from graphmem.memory.addressing import address, check_content_normalizer
 from graphmem.memory.memory import read, write
+
+#: the scores without parameters, as the core's functions: the controller's key strength is the
+#: scale of every score, so ``"cosine"`` is the plain cosine (``CosineScore`` would learn a second
+#: strength on top)
+FUNCTION_SCORES: dict[str, ScoreFn] = {"cosine": cosine_score, "dot": dot_score, "scaled_dot": scaled_dot_score}
 
 
 class Head(nn.Module):
@@ -25,11 +31,23 @@ class Head(nn.Module):
         num_heads: ``K``.
         shift_range: ``R``; the shift distribution has ``2R + 1`` entries.
         write: emit erase and add vectors too.
+        score: the content score, a name of :data:`graphmem.attention.SCORES` (default the
+            paper's ``"cosine"``): :math:`w^c = \mathrm{normalize}(\beta\, s(k, M(i)))`. A score
+            with parameters (``"bilinear"``, ``"additive"``, ``"gat"``, ``"gatv2"``) is one module
+            that the ``K`` heads share.
+        normalizer: the content normalizer, one of
+            :data:`~graphmem.memory.addressing.CONTENT_NORMALIZERS` (default ``"softmax"``).
     """
 
     def __init__(self, controller_size: int, memory_width: int, num_heads: int = 1,
-                 shift_range: int = 1, write: bool = False) -> None:
+                 shift_range: int = 1, write: bool = False, score: str = "cosine",
+                 normalizer: str = "softmax") -> None:
         super().__init__()
+        check_attention_options(score=score)
+        check_content_normalizer(normalizer)
+        self.score, self.normalizer = score, normalizer
+        # a module score's parameters belong to the heads; the default keeps the paper's state_dict
+        self.scorer = None if score in FUNCTION_SCORES else make_score(score, memory_width)
         self.memory_width = memory_width
         self.num_heads = num_heads
         self.shift_range = shift_range
@@ -40,6 +58,14 @@ class Head(nn.Module):
 
     def reset_parameters(self) -> None:
         self.linear.reset_parameters()
+        if self.scorer is not None:
+            self.scorer.reset_parameters()
+
+    def address(self, memory: Tensor, previous: Tensor, addressing: list[Tensor]) -> Tensor:
+        """The heads' weightings ``(B, K, N)`` from their addressing parameters (key, strength,
+        gate, shift, sharpening), with this head's content score and normalizer."""
+        score = self.scorer if self.scorer is not None else FUNCTION_SCORES[self.score]
+        return address(memory, previous, *addressing, score=score, normalizer=self.normalizer)
 
     def parameters_from(self, controller_out: Tensor) -> list[Tensor]:
         """Splits and activates the head parameters; each is ``(B, K, size)`` (scalars squeezed)."""
@@ -54,27 +80,33 @@ class Head(nn.Module):
 
     def extra_repr(self) -> str:
         kind = "write" if self.is_write else "read"
-        return f"{kind}, heads={self.num_heads}, memory_width={self.memory_width}, shift_range={self.shift_range}"
+        extra = "".join(f", {name}={value!r}" for name, value, default in
+                        (("score", self.score, "cosine"), ("normalizer", self.normalizer, "softmax"))
+                        if value != default)
+        return (f"{kind}, heads={self.num_heads}, memory_width={self.memory_width}, "
+                f"shift_range={self.shift_range}{extra}")
 
 
 class ReadHeads(Head):
     """Read heads: address the memory, return the read vectors ``(B, K, M)`` and weightings."""
 
-    def __init__(self, controller_size: int, memory_width: int, num_heads: int = 1, shift_range: int = 1) -> None:
-        super().__init__(controller_size, memory_width, num_heads, shift_range, write=False)
+    def __init__(self, controller_size: int, memory_width: int, num_heads: int = 1, shift_range: int = 1,
+                 score: str = "cosine", normalizer: str = "softmax") -> None:
+        super().__init__(controller_size, memory_width, num_heads, shift_range, False, score, normalizer)
 
     def forward(self, controller_out: Tensor, memory: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
-        weights = address(memory, previous, *self.parameters_from(controller_out))
+        weights = self.address(memory, previous, self.parameters_from(controller_out))
         return read(memory, weights), weights
 
 
 class WriteHeads(Head):
     """Write heads: address the memory, erase and add; return the new memory and weightings."""
 
-    def __init__(self, controller_size: int, memory_width: int, num_heads: int = 1, shift_range: int = 1) -> None:
-        super().__init__(controller_size, memory_width, num_heads, shift_range, write=True)
+    def __init__(self, controller_size: int, memory_width: int, num_heads: int = 1, shift_range: int = 1,
+                 score: str = "cosine", normalizer: str = "softmax") -> None:
+        super().__init__(controller_size, memory_width, num_heads, shift_range, True, score, normalizer)
 
     def forward(self, controller_out: Tensor, memory: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
         *addressing, erase, add = self.parameters_from(controller_out)
-        weights = address(memory, previous, *addressing)
+        weights = self.address(memory, previous, addressing)
         return write(memory, weights, erase, add), weights

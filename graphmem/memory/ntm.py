@@ -58,6 +58,11 @@ class NTMCell(nn.Module):
             (fresh :math:`\mathcal{N}(0, 1/M)` draws at every reset).
         init_value: the constant of ``memory_init="constant"``.
         clip: controller outputs are clipped to ``[-clip, clip]`` (``None`` to disable).
+        score: the heads' content score, :math:`w^c_i = \mathrm{normalize}_i(\beta\, s(k, M(i)))`:
+            a name of :data:`graphmem.attention.SCORES`, default the paper's ``"cosine"`` (see
+            :class:`~graphmem.memory.heads.Head`).
+        normalizer: the content normalizer: ``"softmax"`` (the paper's), ``"hard"``, ``"gumbel"``
+            or ``"gumbel_hard"``; ``"none"`` is refused, location addressing needs a distribution.
 
     Shapes:
         - input: ``x`` :math:`(B, I)`, optional state (a fresh one when ``None``)
@@ -82,6 +87,8 @@ class NTMCell(nn.Module):
         memory_init: str = "constant",
         init_value: float = 1e-6,
         clip: float | None = 20.0,
+        score: str = "cosine",
+        normalizer: str = "softmax",
     ) -> None:
         super().__init__()
         if memory_init not in MEMORY_INITS:
@@ -99,8 +106,9 @@ class NTMCell(nn.Module):
         self.clip = clip
         controller_cls = LSTMController if controller == "lstm" else FeedForwardController
         self.controller = controller_cls(input_size + read_heads * memory_width, controller_size, controller_layers)
-        self.read_heads = ReadHeads(controller_size, memory_width, read_heads, shift_range)
-        self.write_heads = WriteHeads(controller_size, memory_width, write_heads, shift_range) if write_heads else None
+        self.read_heads = ReadHeads(controller_size, memory_width, read_heads, shift_range, score, normalizer)
+        self.write_heads = (WriteHeads(controller_size, memory_width, write_heads, shift_range, score, normalizer)
+                            if write_heads else None)
         self.output = nn.Linear(controller_size + read_heads * memory_width, output_size)
         self.initial_reads = nn.Parameter(torch.empty(read_heads, memory_width))
         self.initial_read_logits = nn.Parameter(torch.empty(read_heads, memory_size))
