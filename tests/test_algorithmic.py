@@ -108,6 +108,8 @@ def test_eval_batch_size_sets_validation_and_test_batches():
     assert [b[0].size(1) for b in dm.train_dataloader()][:3] == [1, 1, 1]
     assert [b[0].size(1) for b in dm.val_dataloader()] == [5, 5]
     assert [b[0].size(1) for b in dm.test_dataloader()] == [5]
+    sized = AlgorithmicDataModule(val_sizes=(30, 40), val_batches=3, eval_batch_size=2)
+    assert [int(m.sum(0)[0]) for _, _, m, _ in sized.val_dataloader()] == [30, 40, 30]  # cycled, longer than trained
     with pytest.raises(ValueError, match="eval_batch_size must be at least 1"):
         AlgorithmicDataModule(eval_batch_size=0)
 

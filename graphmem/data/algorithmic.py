@@ -220,19 +220,23 @@ class AlgorithmicDataModule(L.LightningDataModule):
         seed: base seed.
         eval_batch_size: sequences per validation and test batch (``None``: ``batch_size``), so that
             training with batch 1, as the NTM paper did, still scores on many sequences.
+        val_sizes: sizes of the validation batches, cycled (``None``: drawn from the training
+            range); longer than trained, they make the checkpoint and the stopping rule reward
+            length generalisation (other sequences than the test's: the seeds differ).
     """
 
     def __init__(self, task: str = "copy", min_size: int = 1, max_size: int = 20, width: int = 8,
                  batch_size: int = 32, batches_per_epoch: int = 200, val_batches: int = 10,
                  test_sizes: tuple[Size, ...] = (20, 30, 50), seed: int = 0,
-                 repeats: tuple[int, int] = (1, 10), eval_batch_size: int | None = None) -> None:
+                 repeats: tuple[int, int] = (1, 10), eval_batch_size: int | None = None,
+                 val_sizes: tuple[Size, ...] | None = None) -> None:
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None and value < 1:
                 raise GraphmemError(f"AlgorithmicDataModule: {name} must be at least 1, got {value}")
         self.save_hyperparameters()
         self.spec = TaskSpec(task, min_size, max_size, width, tuple(repeats))
-        for size in (min(max(min_size, 2), max_size), *test_sizes):  # bad task names and sizes fail here, not in test
+        for size in (min(max(min_size, 2), max_size), *test_sizes, *(val_sizes or ())):  # bad task names and sizes fail here, not in test
             self.spec.batch(size, 1, torch.Generator())
 
     @property
@@ -255,7 +259,9 @@ class AlgorithmicDataModule(L.LightningDataModule):
                                           self.hparams.seed + 1_000_000, fresh=True))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(RandomBatches(self.spec, self.hparams.val_batches, self._eval_batch_size, self.hparams.seed))
+        sizes = tuple(self.hparams.val_sizes) if self.hparams.val_sizes else None
+        return self._loader(RandomBatches(self.spec, self.hparams.val_batches, self._eval_batch_size, self.hparams.seed,
+                                          sizes))
 
     def test_dataloader(self) -> DataLoader:
         sizes = tuple(self.hparams.test_sizes)

@@ -82,8 +82,8 @@ class SequenceTask(L.LightningModule):
         self.log("train_bit_errors", errors, batch_size=inputs.size(1))
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        inputs, targets, mask = batch
+    def validation_step(self, batch: Batch | tuple[Tensor, Tensor, Tensor, str], batch_idx: int) -> None:
+        inputs, targets, mask, *_ = batch  # batches of named val_sizes carry their label
         bits, errors = sequence_costs(self(inputs), targets, mask)
         self.log("val_cost", bits, prog_bar=True, batch_size=inputs.size(1))
         self.log("val_bit_errors", errors, batch_size=inputs.size(1))
