@@ -167,6 +167,7 @@ def test_compiled_ntm_step_matches_eager():
 @pytest.mark.parametrize("recipe, sizes, keys", [
     ("ntm_repeat_copy", "[[2, 3], 4]", ["2x3", "4"]),  # a fixed count, and a count from the training range
     ("ntm_associative_recall", "[3, 12]", ["3", "12"]),  # item counts, not the 3 scored answer steps
+    ("ntm_associative_recall_lstm", "[3]", ["3"]),
 ])
 def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path, capsys, caplog):
     caplog.set_level("INFO")
