@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from graphmem.data.algorithmic import Batch
 from graphmem.optim import GravesRMSprop
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": GravesRMSprop}
+
 
 def sequence_costs(logits: Tensor, targets: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Cost per sequence as in the NTM paper: binary cross-entropy in **bits**, summed over the
@@ -63,8 +65,8 @@ class SequenceTask(L.LightningModule):
     def __init__(self, model: nn.Module, lr: float = 1e-3, optimizer: Literal["adam", "rmsprop"] = "adam",
                  eps: float | None = None) -> None:
         super().__init__()
-        if optimizer not in ("adam", "rmsprop"):
-            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {optimizer!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self._test_scores: dict[str, list[tuple[float, float]]] = {}  # size -> (cost, bit error rate) per batch
@@ -110,6 +112,5 @@ class SequenceTask(L.LightningModule):
                                        for size, scores in self._test_scores.items()}))
 
     def configure_optimizers(self):
-        kind = torch.optim.Adam if self.hparams.optimizer == "adam" else GravesRMSprop
         eps = {} if self.hparams.eps is None else {"eps": self.hparams.eps}
-        return kind(self.parameters(), lr=self.hparams.lr, **eps)
+        return OPTIMIZERS[self.hparams.optimizer](self.parameters(), lr=self.hparams.lr, **eps)

@@ -103,7 +103,7 @@ def plot_curves(metrics_csv: str | os.PathLike | Sequence[str | os.PathLike], ou
     if len(labels) != len(paths):
         raise GraphmemError(f"{len(labels)} labels for {len(paths)} logs; give one label per --log file")
     tables = {label: read_metrics(path) for label, path in zip(labels, paths)}
-    figure = curves_figure(tables if len(tables) > 1 else next(iter(tables.values())), metrics, x, log_y)
+    figure = curves_figure(tables, metrics, x, log_y)  # a legend only for several runs
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
