@@ -1,6 +1,6 @@
 """LightningModules per task kind."""
 
-from graphmem.lit.callbacks import DataIdentity, EpochSummary, RandomStateCheckpoint
+from graphmem.lit.callbacks import DataIdentity, EpochSummary, JointEarlyStopping, RandomStateCheckpoint
 from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
 from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
 from graphmem.lit.link import LinkPredictionTask
@@ -16,6 +16,7 @@ __all__ = [
     "DataIdentity",
     "EpochSummary",
     "GraphPropertyTask",
+    "JointEarlyStopping",
     "LinkPredictionTask",
     "NodeClassificationTask",
     "RandomStateCheckpoint",

@@ -1,5 +1,5 @@
-"""Callbacks: a one-line-per-epoch summary for logs, and random states and the data's identity
-saved in checkpoints."""
+"""Callbacks: a one-line-per-epoch summary for logs, the GAT paper's early stopping on several
+metrics, and random states and the data's identity saved in checkpoints."""
 
 from __future__ import annotations
 
@@ -34,6 +34,63 @@ class EpochSummary(L.Callback):
         values = trainer.callback_metrics
         shown = " ".join(f"{name}={float(values[name]):.4f}" for name in self.metrics if name in values)
         rank_zero_info(f"epoch {trainer.current_epoch:3d}  {time.monotonic() - self.start:7.1f}s  {shown}")
+
+
+class JointEarlyStopping(L.Callback):
+    """The GAT paper's model selection: early stopping and checkpointing on several validation
+    metrics at once (Veličković et al. 2018, their released code).
+
+    After each validation, an epoch *counts as best* when every metric is at least as good as
+    its best so far (``>=`` for ``"max"``, ``<=`` for ``"min"``); training stops after
+    ``patience`` epochs in which no metric reached its best. The epoch that last counted as best
+    is published as ``joint_best_epoch`` (``-1`` on other epochs), so that a
+    ``ModelCheckpoint(monitor="joint_best_epoch", mode="max")`` keeps exactly those weights;
+    Lightning runs checkpoint callbacks after the others, so it sees this epoch's value.
+
+    Args:
+        monitors: metric name to ``"max"`` or ``"min"``, e.g. ``{"val_acc": "max", "val_loss": "min"}``.
+        patience: epochs without any metric reaching its best before training stops.
+    """
+
+    METRIC = "joint_best_epoch"
+
+    def __init__(self, monitors: dict[str, str] | None = None, patience: int = 100) -> None:
+        self.monitors = dict(monitors or {"val_acc": "max", "val_loss": "min"})
+        for name, mode in self.monitors.items():
+            if mode not in ("max", "min"):
+                raise ValueError(f"JointEarlyStopping: mode of {name!r} is {mode!r}; use 'max' or 'min'")
+        self.patience = patience
+        self.best: dict[str, float] = {}
+        self.wait = 0
+
+    def _at_least_as_good(self, name: str, value: float) -> bool:
+        if name not in self.best:
+            return True
+        return value >= self.best[name] if self.monitors[name] == "max" else value <= self.best[name]
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        missing = [name for name in self.monitors if name not in trainer.callback_metrics]
+        if missing:
+            raise KeyError(f"JointEarlyStopping monitors {missing}, which the model does not log; "
+                           f"logged: {sorted(trainer.callback_metrics)}")
+        values = {name: float(trainer.callback_metrics[name]) for name in self.monitors}
+        reached = {name: self._at_least_as_good(name, value) for name, value in values.items()}
+        joint = all(reached.values())
+        for name, value in values.items():
+            if reached[name]:
+                self.best[name] = value
+        self.wait = 0 if any(reached.values()) else self.wait + 1
+        trainer.callback_metrics[self.METRIC] = torch.tensor(float(trainer.current_epoch if joint else -1))
+        if self.wait >= self.patience:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best), "wait": self.wait}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.wait = dict(state_dict["best"]), state_dict["wait"]
 
 
 class RandomStateCheckpoint(L.Callback):
