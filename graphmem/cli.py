@@ -100,11 +100,12 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
 
         predict_main(args[1:])
         return None
-    if args[:1] == ["fit"] and any(arg.split("=")[0] == "--ensemble" for arg in args):
-        from graphmem.ensemble import ensemble_fit
+    if args[:1] == ["fit"]:
+        from graphmem.ensemble import ensemble_fit, ensemble_size
 
-        ensemble_fit(args[1:])
-        return None
+        if ensemble_size(args[1:])[0] not in (None, "1"):
+            ensemble_fit(args[1:])
+            return None
     from lightning.pytorch import LightningDataModule, LightningModule
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 

@@ -2,7 +2,7 @@
 the seeds ``seed, seed + 1, ...`` and records them in a manifest, which ``graphmem predict``
 takes as ``--ckpt_path`` (the folder or its ``ensemble.json``).
 
-    graphmem fit --config recipes/tox21_gat.yaml --ensemble 3
+    graphmem fit --config recipes/tox21_gat.yaml --ensemble 3   # or the recipe key `ensemble: 3`
     graphmem predict --ckpt_path runs/tox21_gat/lightning_logs/ensemble_0 --smiles CCO --out p.csv
 
 An ensemble is one folder beside the recipe's runs (``<save_dir>/<name>/ensemble_<k>``, the next
@@ -172,21 +172,40 @@ def ensemble_table(tables: Sequence[pd.DataFrame], tasks: Sequence[str]) -> pd.D
     return combined
 
 
-def _ensemble_size(args: list[str]) -> tuple[int, list[str]]:
-    """``N`` of ``--ensemble N`` (or ``--ensemble=N``) and ``args`` without it."""
+def ensemble_size(args: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The ensemble size that ``fit``'s ``args`` ask for, and ``args`` without ``--ensemble``.
+
+    As jsonargparse reads them, the last word wins: ``--ensemble N`` (or ``--ensemble=N``) on
+    the command line, or the ``ensemble: N`` key of a ``--config`` file given after it. ``None``
+    when neither is there (one model). A config file that cannot be read is left to the parser,
+    which names the problem."""
     rest, size = [], None
-    values = iter(args)
-    for arg in values:
+    index = 0
+    while index < len(args):
+        arg = args[index]
         if arg == "--ensemble":
-            size = next(values, "")
-        elif arg.startswith("--ensemble="):
+            size, index = (args[index + 1] if index + 1 < len(args) else ""), index + 2
+            continue
+        if arg.startswith("--ensemble="):
             size = arg.removeprefix("--ensemble=")
         else:
             rest.append(arg)
-    if size is None or not size.isdigit() or int(size) < 2:
-        raise GraphmemError(f"--ensemble takes the number of models, at least 2 (got {size!r}); "
-                            f"without --ensemble, fit trains one model")
-    return int(size), rest
+            config = args[index + 1] if arg == "--config" and index + 1 < len(args) else (
+                arg.removeprefix("--config=") if arg.startswith("--config=") else None)
+            size = _config_ensemble(config, size)
+        index += 1
+    return size, rest
+
+
+def _config_ensemble(config: str | None, size: str | None) -> str | None:
+    """``ensemble`` of the recipe file ``config``, else ``size``."""
+    if config is None:
+        return size
+    try:
+        recipe = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        return size
+    return str(recipe["ensemble"]) if isinstance(recipe, dict) and "ensemble" in recipe else size
 
 
 def _ensemble_folder(cli: GraphmemCLI) -> tuple[Path, Path]:
@@ -220,7 +239,11 @@ def ensemble_fit(args: list[str]) -> Ensemble:
     from graphmem.lit.graph import GraphPropertyTask
     from graphmem.recipe import GraphmemCLI
 
-    size, rest = _ensemble_size(args)
+    requested, rest = ensemble_size(args)
+    if requested is None or not requested.isdigit() or int(requested) < 2:
+        raise GraphmemError(f"an ensemble has at least 2 models (--ensemble or the recipe's ensemble key; got "
+                            f"{requested!r}); with ensemble 1, fit trains one model")
+    size = int(requested)
     if any(arg.split("=")[0] == "--ckpt_path" for arg in rest):
         raise GraphmemError("--ensemble trains new models and cannot resume one (--ckpt_path); resume a member "
                             "with graphmem fit --config <member>/config.yaml --ckpt_path <its checkpoint>")
@@ -239,7 +262,7 @@ def ensemble_fit(args: list[str]) -> Ensemble:
     members = []
     for seed_i in range(seed, seed + size):
         version = (folder / f"seed_{seed_i}").relative_to(root).as_posix()
-        run = main(["fit", *rest, "--seed_everything", str(seed_i),
+        run = main(["fit", *rest, "--ensemble", "1", "--seed_everything", str(seed_i),
                     "--trainer.logger.init_args.version", version])
         best = run.trainer.checkpoint_callback.best_model_path if run.trainer.checkpoint_callback else ""
         if not best:

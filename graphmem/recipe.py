@@ -125,6 +125,10 @@ class GraphmemCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=False,
                             help="after fit, run test on the best checkpoint (or the last weights)")
+        # read before the parser by graphmem.cli (fit --ensemble N); here so that recipes may set it
+        parser.add_argument("--ensemble", type=int, default=1,
+                            help="fit trains this many models, seeds seed, seed + 1, ... (molecule recipes; "
+                                 "graphmem.ensemble)")
         for size, argument in DATA_SIZES.items():
             parser.link_arguments(f"data.{size}", f"model.init_args.model.init_args.{argument}",
                                   apply_on="instantiate")

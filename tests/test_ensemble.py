@@ -150,7 +150,7 @@ def test_ensemble_never_writes_into_a_used_folder(trained, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--ensemble", "1"], "at least 2"),
+    (["--ensemble", "0"], "at least 2"),
     (["--ensemble=x"], "at least 2"),
     (["--ensemble", "2", "--ckpt_path", "last"], "cannot resume"),
     (["--ensemble", "2", "--seed_everything", "false"], "set --seed_everything to a number"),
@@ -161,6 +161,20 @@ def test_bad_ensemble_arguments_are_refused_before_training(tmp_path, extra, mes
     with pytest.raises(GraphmemError, match=message):
         main(_fit_args(tmp_path, tmp_path / "run", *extra))
     assert not (tmp_path / "run").exists()
+
+
+def test_the_recipe_key_trains_an_ensemble_and_the_command_line_overrides_it(tmp_path):
+    write_tox21(tmp_path, molecule_table(240))
+    keyed = tmp_path / "ensemble.yaml"
+    keyed.write_text("ensemble: 2\n")
+    main(_fit_args(tmp_path, tmp_path / "keyed", "--config", str(keyed)))
+    manifest = json.loads((tmp_path / "keyed" / "lightning_logs" / "ensemble_0" / "ensemble.json").read_text())
+    assert [member["seed"] for member in manifest["members"]] == [0, 1]
+    # every member's saved config trains one model when fit again
+    member_config = yaml.safe_load(next((tmp_path / "keyed").rglob("seed_0/config.yaml")).read_text())
+    assert member_config["ensemble"] == 1
+    run = main(_fit_args(tmp_path, tmp_path / "single", "--config", str(keyed), "--ensemble", "1"))
+    assert run is not None and not list((tmp_path / "single").rglob("ensemble.json"))
 
 
 def test_ensemble_of_another_kind_of_recipe_is_refused(tmp_path):
