@@ -38,6 +38,12 @@ class MoleculeGAT(nn.Module):
             \mathrm{GAT}^{(l)}(h^{(l)}, E, \mathrm{BondEncoder}^{(l)}(e))))), \quad
         \hat y = \mathrm{MLP}(\mathrm{readout}(h^{(L)}))
 
+    With ``virtual_node`` (Gilmer et al. 2017, as in OGB's GNNs), every molecule has one more
+    node ``v`` linked to all its atoms: each layer reads ``h^{(l)} + v^{(l)}`` and, between
+    layers, ``v^{(l+1)} = v^{(l)} + \mathrm{MLP}_v(\sum_{i \in G} (h^{(l)}_i + v^{(l)}) + v^{(l)})``
+    from a learned ``v^{(0)}`` (zeros at the start), so atoms that no path of bonds joins (salts,
+    mixtures) still exchange information within their molecule.
+
     Hidden layers concatenate ``heads`` heads of ``hidden_channels // heads`` channels; the
     last layer averages ``heads`` heads of ``hidden_channels`` channels (as in the GAT paper).
 
@@ -52,6 +58,7 @@ class MoleculeGAT(nn.Module):
             (:class:`~graphmem.nn.HopfieldPooling`: a learned query per head attends over
             the atoms of each molecule).
         score: attention score of every layer (see :class:`~graphmem.nn.GATConv`).
+        virtual_node: add the virtual node above.
 
     Shapes:
         - input: a PyG ``Batch`` with ``x`` :math:`(N, 9)`, ``edge_index`` :math:`(2, E)`,
@@ -69,6 +76,7 @@ class MoleculeGAT(nn.Module):
         attention_dropout: float = 0.0,
         readout: str = "mean+max",
         score: str = "gat",
+        virtual_node: bool = False,
     ) -> None:
         super().__init__()
         if hidden_channels % heads:
@@ -86,6 +94,12 @@ class MoleculeGAT(nn.Module):
                                       heads=heads, concat=not last, dropout=attention_dropout,
                                       edge_dim=hidden_channels, score=score))
         self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
+        self.virtual_node = nn.Parameter(torch.zeros(hidden_channels)) if virtual_node else None
+        self.virtual_mlps = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden_channels, 2 * hidden_channels), nn.BatchNorm1d(2 * hidden_channels),
+                          nn.ReLU(), nn.Linear(2 * hidden_channels, hidden_channels),
+                          nn.BatchNorm1d(hidden_channels), nn.ReLU())
+            for _ in range(num_layers - 1 if virtual_node else 0))
         pooled = hidden_channels * (2 if readout == "mean+max" else 1)
         self.pool = HopfieldPooling(hidden_channels, num_heads=heads) if readout == "hopfield" else None
         self.head = nn.Sequential(nn.Linear(pooled, hidden_channels), nn.ReLU(), nn.Dropout(dropout),
@@ -94,10 +108,16 @@ class MoleculeGAT(nn.Module):
     def node_states(self, batch: Batch, return_attention_weights: bool = False):
         """Node states ``(N, hidden)``; with ``return_attention_weights`` also each layer's ``(edge_index, alpha)``."""
         h = self.atom_encoder(batch.x)
+        virtual = None if self.virtual_node is None else self.virtual_node.expand(batch.num_graphs, -1)
         attention = []
-        for conv, bond_encoder, norm in zip(self.convs, self.bond_encoders, self.norms):
+        for layer, (conv, bond_encoder, norm) in enumerate(zip(self.convs, self.bond_encoders, self.norms)):
+            if virtual is not None:
+                h = h + virtual[batch.batch]
             out, weights = conv(h, batch.edge_index, bond_encoder(batch.edge_attr), return_attention_weights=True)
             attention.append(weights)
+            if layer < len(self.virtual_mlps):
+                pooled = global_add_pool(h, batch.batch, size=batch.num_graphs)
+                virtual = virtual + F.dropout(self.virtual_mlps[layer](pooled + virtual), self.dropout, self.training)
             h = h + F.dropout(F.elu(norm(out)), self.dropout, self.training)
         return (h, attention) if return_attention_weights else h
 
