@@ -10,6 +10,7 @@ runs, so that a BBBP model is never scored or used under the HIV recipe's column
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import pickle
 from collections.abc import Mapping, Sequence
@@ -33,7 +34,8 @@ from graphmem.recipe_index import RECIPES_DIR, recipe_summaries  # noqa: F401 (p
 #: the data module's sizes (attribute -> the argument of the task's model it sets): a recipe does
 #: not name them, so that its model cannot disagree with its data (see :class:`GraphmemCLI`)
 DATA_SIZES = {"num_tasks": "num_tasks", "num_features": "in_channels", "num_classes": "num_classes",
-              "vocab_size": "vocab_size", "input_size": "input_size", "output_size": "output_size"}
+              "vocab_size": "vocab_size", "input_size": "input_size", "output_size": "output_size",
+              "descriptor_size": "descriptor_size"}
 MOLECULE_DATA = "MoleculeDataModule"
 RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
 # subcommands that score a model: without a checkpoint they would score random weights
@@ -189,10 +191,14 @@ class GraphmemCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         """Warns of every model size that the recipe or the command line gave and the data's replaced."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        network = getattr(self.model, "model", None)
+        defaults = inspect.signature(type(network)).parameters if network is not None else {}
         for size, argument in DATA_SIZES.items():
             given = config.get(f"model.init_args.model.init_args.{argument}")
             known = getattr(self.datamodule, size, None)
-            if given is not None and known is not None and given != known:
+            # jsonargparse fills in a default the recipe did not give (descriptor_size 0)
+            unset = argument in defaults and given == defaults[argument].default
+            if given is not None and known is not None and given != known and not unset:
                 rank_zero_warn(f"the model's {argument} is the data's {size}, {known}, not the {given} "
                                f"given: graphmem sets it from the data")
 

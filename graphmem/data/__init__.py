@@ -2,6 +2,7 @@
 
 from graphmem.data.algorithmic import AlgorithmicDataModule, associative_recall_batch, copy_batch, repeat_copy_batch
 from graphmem.data.babi import BabiDataModule, BabiExample, BabiFormatError, Vocabulary, load_babi, parse_babi
+from graphmem.data.descriptors import DESCRIPTOR_NAMES, add_descriptors, descriptor_table, rdkit_descriptors
 from graphmem.data.download import DataFileError, fetch
 from graphmem.data.link_datamodule import LinkDataModule
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
@@ -13,6 +14,10 @@ from graphmem.data.splits import make_split, random_split, scaffold_split
 from graphmem.data.synthetic import SyntheticGraph
 
 __all__ = [
+    "DESCRIPTOR_NAMES",
+    "add_descriptors",
+    "descriptor_table",
+    "rdkit_descriptors",
     "BabiDataModule",
     "BabiExample",
     "BabiFormatError",

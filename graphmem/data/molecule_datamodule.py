@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.loader import DataLoader
 
+from graphmem.data.descriptors import DESCRIPTOR_NAMES, add_descriptors
 from graphmem.data.molecule import MoleculeSet, load_moleculenet, moleculenet_path, moleculenet_tasks
 from graphmem.data.splits import make_split
 from graphmem.errors import GraphmemError
@@ -30,6 +31,9 @@ class MoleculeDataModule(L.LightningDataModule):
         task_names: the data set's task names where they are known without its file (graphmem
             gives a checkpoint's here when it predicts, see :func:`graphmem.recipe.load_recipe`);
             ``None`` takes them from the data set. The loaded file must have these tasks.
+        descriptors: give every molecule RDKit's 2D descriptors as ``graph.descriptors``
+            (:mod:`graphmem.data.descriptors`); a recipe's model takes their number as
+            ``descriptor_size``.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class MoleculeDataModule(L.LightningDataModule):
         num_workers: int = 0,
         root: str | None = None,
         task_names: Sequence[str] | None = None,
+        descriptors: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -62,6 +67,8 @@ class MoleculeDataModule(L.LightningDataModule):
         for warning in caught:
             if str(warning.message) != self.molecules.summary():
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        if self.hparams.descriptors:
+            add_descriptors(self.molecules.graphs)
         train, valid, test = make_split(self.hparams.split, self.molecules.smiles, self.hparams.fractions,
                                         self.hparams.split_seed)
         graphs = self.molecules.graphs
@@ -104,6 +111,11 @@ class MoleculeDataModule(L.LightningDataModule):
     def num_tasks(self) -> int:
         """The number of tasks, which sizes a recipe's model (see :class:`graphmem.recipe.GraphmemCLI`)."""
         return len(self.tasks)
+
+    @property
+    def descriptor_size(self) -> int:
+        """Descriptors per molecule (0 without ``descriptors``), which sizes a recipe's model."""
+        return len(DESCRIPTOR_NAMES) if self.hparams.descriptors else 0
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
+from graphmem.errors import GraphmemError
 from graphmem.nn import GATConv, HopfieldPooling
 
 READOUTS = ("mean", "sum", "max", "mean+max")
@@ -36,13 +37,14 @@ class MoleculeGAT(nn.Module):
         h^{(0)} = \mathrm{AtomEncoder}(x), \quad
         h^{(l+1)} = h^{(l)} + \mathrm{Dropout}(\mathrm{ELU}(\mathrm{BN}(
             \mathrm{GAT}^{(l)}(h^{(l)}, E, \mathrm{BondEncoder}^{(l)}(e))))), \quad
-        \hat y = \mathrm{MLP}(\mathrm{readout}(h^{(L)}))
+        \hat y = \mathrm{MLP}(\mathrm{readout}(h^{(L)}) \Vert \mathrm{BN}(d))
 
     With ``virtual_node`` (Gilmer et al. 2017, as in OGB's GNNs), every molecule has one more
     node ``v`` linked to all its atoms: each layer reads ``h^{(l)} + v^{(l)}`` and, between
     layers, ``v^{(l+1)} = v^{(l)} + \mathrm{MLP}_v(\sum_{i \in G} (h^{(l)}_i + v^{(l)}) + v^{(l)})``
     from a learned ``v^{(0)}`` (zeros at the start), so atoms that no path of bonds joins (salts,
-    mixtures) still exchange information within their molecule.
+    mixtures) still exchange information within their molecule. The molecule's descriptors
+    ``d`` enter only with ``descriptor_size``.
 
     Hidden layers concatenate ``heads`` heads of ``hidden_channels // heads`` channels; the
     last layer averages ``heads`` heads of ``hidden_channels`` channels (as in the GAT paper).
@@ -59,6 +61,10 @@ class MoleculeGAT(nn.Module):
             the atoms of each molecule).
         score: attention score of every layer (see :class:`~graphmem.nn.GATConv`).
         virtual_node: add the virtual node above.
+        descriptor_size: ``D`` molecule-level features per graph (``batch.descriptors``,
+            ``(G, D)``, e.g. RDKit's 2D descriptors, :mod:`graphmem.data.descriptors`),
+            standardised by a batch norm and joined to the readout before the head, as Chemprop
+            joins its ``rdkit_2d`` features; 0 for none.
 
     Shapes:
         - input: a PyG ``Batch`` with ``x`` :math:`(N, 9)`, ``edge_index`` :math:`(2, E)`,
@@ -77,6 +83,7 @@ class MoleculeGAT(nn.Module):
         readout: str = "mean+max",
         score: str = "gat",
         virtual_node: bool = False,
+        descriptor_size: int = 0,
     ) -> None:
         super().__init__()
         if hidden_channels % heads:
@@ -100,7 +107,9 @@ class MoleculeGAT(nn.Module):
                           nn.ReLU(), nn.Linear(2 * hidden_channels, hidden_channels),
                           nn.BatchNorm1d(hidden_channels), nn.ReLU())
             for _ in range(num_layers - 1 if virtual_node else 0))
-        pooled = hidden_channels * (2 if readout == "mean+max" else 1)
+        pooled = hidden_channels * (2 if readout == "mean+max" else 1) + descriptor_size
+        self.descriptor_size = descriptor_size
+        self.descriptor_norm = nn.BatchNorm1d(descriptor_size) if descriptor_size else None
         self.pool = HopfieldPooling(hidden_channels, num_heads=heads) if readout == "hopfield" else None
         self.head = nn.Sequential(nn.Linear(pooled, hidden_channels), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden_channels, num_tasks))
@@ -124,5 +133,19 @@ class MoleculeGAT(nn.Module):
     def forward(self, batch: Batch) -> Tensor:
         h = self.node_states(batch)
         if self.pool is not None:
-            return self.head(self.pool(h, batch.batch, size=batch.num_graphs))
-        return self.head(graph_readout(h, batch.batch, self.readout, batch.num_graphs))
+            pooled = self.pool(h, batch.batch, size=batch.num_graphs)
+        else:
+            pooled = graph_readout(h, batch.batch, self.readout, batch.num_graphs)
+        if self.descriptor_norm is not None:
+            pooled = torch.cat([pooled, self.descriptor_norm(self._descriptors(batch))], -1)
+        return self.head(pooled)
+
+    def _descriptors(self, batch: Batch) -> Tensor:
+        descriptors = getattr(batch, "descriptors", None)
+        if descriptors is None or descriptors.shape != (batch.num_graphs, self.descriptor_size):
+            found = "none" if descriptors is None else f"shape {tuple(descriptors.shape)}"
+            raise GraphmemError(f"this MoleculeGAT takes {self.descriptor_size} descriptors per molecule "
+                                f"(batch.descriptors, ({batch.num_graphs}, {self.descriptor_size})), got {found}: "
+                                f"load the data with MoleculeDataModule(descriptors=True) or "
+                                f"graphmem.data.descriptors.add_descriptors")
+        return descriptors
