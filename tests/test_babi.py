@@ -199,6 +199,88 @@ def test_first_hop_is_softmax_of_memory_dot_question():
     assert torch.allclose(linear[0, 0, :3], m @ u, atol=1e-6)
 
 
+def _hand_attend_memory_network(model: MemoryNetwork, story: torch.Tensor, question: torch.Tensor,
+                                linear: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """MemN2N with the authors' empty slots, written out for a bag-of-words model with temporal
+    encoding and the dot score: the n real statements have keys m_i = sum_j A x_ij + T_A(age_i),
+    the M - n empty ones logit 0 and value 0, so p_i = e^{s_i} / (sum_j e^{s_j} + M - n) on the
+    real ones and 1 / (sum_j e^{s_j} + M - n) on each empty one (linear start: p_i = s_i, 0)."""
+    tables = [e.embedding.weight for e in model.embeddings]
+    M, all_logits, all_weights = model.memory_size, [], []
+    for words, query in zip(story, question):
+        n = int(words.ne(0).any(-1).sum())  # real statements come first
+        ages = torch.arange(n - 1, -1, -1)  # newest = 0
+        memories = [table[words[:n]].sum(-2) + model.temporal[k, ages] for k, table in enumerate(tables)]
+        u, hops = tables[0][query].sum(-2), []
+        for hop in range(model.hops):
+            s = memories[hop] @ u  # (n,)
+            if linear:
+                p = torch.cat([s, s.new_zeros(M - n)])
+            else:
+                denominator = s.exp().sum() + (M - n)
+                p = torch.cat([s.exp(), s.new_ones(M - n)]) / denominator
+            u = u + p[:n] @ memories[hop + 1]  # the empty slots read zero
+            hops.append(p)
+        all_logits.append(u @ tables[-1].t())
+        all_weights.append(torch.stack(hops))
+    return torch.stack(all_logits), torch.stack(all_weights)
+
+
+@pytest.mark.parametrize("linear_start", [False, True])
+def test_attend_empty_slots_by_hand(linear_start):
+    torch.manual_seed(0)
+    model = MemoryNetwork(vocab_size=12, embedding_dim=5, hops=2, memory_size=6, position_encoding=False,
+                          noise=0.0, empty_slots="attend").double().eval()
+    model.linear_start = linear_start
+    # S = 4 < M = 6: 3 and 2 real statements, so 3 and 4 empty slots after padding to M
+    story = torch.tensor([[[1, 2, 3], [4, 5, 0], [6, 0, 0], [0, 0, 0]], [[7, 8, 0], [9, 1, 2], [0, 0, 0], [0, 0, 0]]])
+    question = torch.tensor([[7, 8, 0], [3, 0, 0]])
+    logits, attention = model(story, question, return_attention_weights=True)
+    ref_logits, ref_attention = _hand_attend_memory_network(model, story, question, linear_start)
+    assert attention.shape == (2, 2, 6)  # (B, K, M): the model's slots, not the story's
+    torch.testing.assert_close(attention, ref_attention)
+    torch.testing.assert_close(logits, ref_logits)
+    if not linear_start:  # the mass on the real statements is below one: the rest is the sink
+        torch.testing.assert_close(attention.sum(-1), torch.ones(2, 2, dtype=torch.float64))
+        assert (attention[0, :, :3].sum(-1) < 1).all() and (attention[1, :, :2].sum(-1) < 1).all()
+
+
+def test_attend_does_not_depend_on_how_the_story_is_padded():
+    torch.manual_seed(0)
+    model = MemoryNetwork(vocab_size=12, embedding_dim=5, hops=3, memory_size=6, noise=0.0,
+                          empty_slots="attend").eval()
+    story = torch.randint(1, 12, (3, 3, 4))
+    story[1, 2:] = 0
+    question = torch.randint(1, 12, (3, 4))
+    short = model(story, question)
+    for slots in (4, 6):  # padded by the data to S <= M rather than by the model
+        padded = torch.cat([story, torch.zeros(3, slots - 3, 4, dtype=torch.long)], 1)
+        torch.testing.assert_close(model(padded, question), short)
+    # the default masks the empty slots: the same padding changes nothing there either, while
+    # "attend" gives weight to them and so answers differently
+    masked = MemoryNetwork(vocab_size=12, embedding_dim=5, hops=3, memory_size=6, noise=0.0).eval()
+    masked.load_state_dict(model.state_dict())
+    padded = torch.cat([story, torch.zeros(3, 3, 4, dtype=torch.long)], 1)
+    torch.testing.assert_close(masked(padded, question), masked(story, question))
+    assert not torch.allclose(masked(story, question), short)
+    with pytest.raises(ValueError, match="a story of 7 slots does not fit memory_size 6"):
+        model(torch.cat([padded, padded[:, :1]], 1), question)
+
+
+def test_attend_trains_every_parameter_with_noise():
+    model = MemoryNetwork(vocab_size=20, embedding_dim=8, hops=3, memory_size=8, noise=0.5, empty_slots="attend")
+    story = torch.randint(1, 20, (4, 6, 5))
+    story[:, 4:] = 0
+    logits, attention = model(story, torch.randint(1, 20, (4, 5)), return_attention_weights=True)
+    assert logits.shape == (4, 20) and attention.shape == (4, 3, 8) and (attention[..., 4:] > 0).all()
+    logits.sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert "empty_slots='attend'" in repr(model) and "empty_slots" not in repr(MemoryNetwork(vocab_size=5))
+    with pytest.raises(ValueError, match="unknown empty_slots 'ignore'; choose one of mask, attend"):
+        MemoryNetwork(vocab_size=5, empty_slots="ignore")
+
+
 def _hand_memory_network(model: MemoryNetwork, story: torch.Tensor, question: torch.Tensor,
                          normalizer: str, uniforms: list[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """MemN2N written out, for a bag-of-words model without temporal encoding:

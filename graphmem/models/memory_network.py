@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphmem.attention import attention, check_attention_options, make_score
 from graphmem.models.sentence_encoding import SentenceEncoder, unique_sentences
+
+EMPTY_SLOTS = ("mask", "attend")
 
 
 class MemoryNetwork(nn.Module):
@@ -18,8 +22,7 @@ class MemoryNetwork(nn.Module):
     :math:`c^k_i = \sum_j l_j \odot C^k x_{ij} + T^k_C(i)` (:math:`l_j` the position
     encoding, :math:`T(i)` a learned vector per age of the statement, newest = 0). The
     question is :math:`u^1 = \sum_j l_j \odot B q_j`, and each of the :math:`K` hops is one
-    pass of the attention core (:func:`graphmem.attention.attention`, dense layout, empty
-    statements masked):
+    pass of the attention core (:func:`graphmem.attention.attention`, dense layout):
 
     .. math::
         p^k_i = \mathrm{normalize}_i\big(s(m^k_i, u^k)\big), \qquad
@@ -27,6 +30,26 @@ class MemoryNetwork(nn.Module):
         \hat a = W u^{K+1},
 
     with the paper's dot score :math:`s(m, u) = u^\top m` and softmax by default.
+
+    Empty memory slots (all-padding statements) are handled by :attr:`empty_slots`:
+
+    - ``"mask"``: the normalizer runs over the :math:`n` real statements only (weight 0 on the
+      empty ones), so each hop reads a convex mix of real statements.
+    - ``"attend"``, as the authors' code (MemN2N-babi-matlab, whose memory is always
+      ``memory_size`` slots reset to the nil word): the story is padded with empty statements to
+      :math:`M` = ``memory_size`` slots, an empty slot's key and value are zero (no
+      :math:`T(i)` either), and the normalizer runs over all slots without a mask. With the dot
+      score and softmax each empty slot has logit 0,
+
+      .. math::
+          p^k_i = \frac{e^{s_i}}{\sum_{j \le n} e^{s_j} + (M - n)} \ (i \le n), \qquad
+          p^k_i = \frac{1}{\sum_{j \le n} e^{s_j} + (M - n)} \ (i > n),
+
+      and adds nothing to the read. The empty slots are an "attend to nothing" sink: how much
+      of the hop's mass lands on real statements, so the size of the read, says whether any
+      statement matches the question, which a yes/no answer can use. Linear start is
+      unchanged (a zero key scores 0 with the dot score). The authors' joint runs have
+      :math:`M = 50`; their single-task runs use the longest training story as :math:`M`.
 
     Weights are tied between adjacent hops: :math:`A^{k+1} = C^k`, :math:`B = A^1` and
     :math:`W^\top = C^K` (so there are :math:`K + 1` embeddings). With
@@ -49,12 +72,15 @@ class MemoryNetwork(nn.Module):
         score: a name of :data:`graphmem.attention.SCORES` (default ``"dot"``); a score with
             parameters (``scorer``) is shared by all hops, like the tied embeddings.
         normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
+        empty_slots: ``"mask"`` (default) or ``"attend"`` (the authors' code), see above.
 
     Shapes:
         - input: ``story`` ``(B, S, W)`` word ids (statements oldest first, empty ones all zero,
           at the end), ``question`` ``(B, W)``
         - output: answer logits ``(B, V)`` and, with ``return_attention_weights=True``, the attention
-          of every hop ``(B, K, S)``
+          of every hop ``(B, K, S')``: ``S' = S`` with ``"mask"`` (0 on empty slots),
+          ``S' = M`` with ``"attend"`` (which needs ``S <= M``; the slots after the story's are the
+          padding)
     """
 
     def __init__(
@@ -68,11 +94,15 @@ class MemoryNetwork(nn.Module):
         noise: float = 0.1,
         score: str = "dot",
         normalizer: str = "softmax",
+        empty_slots: Literal["mask", "attend"] = "mask",
     ) -> None:
         super().__init__()
         if hops < 1:
             raise ValueError(f"need at least one hop, got {hops}")
+        if empty_slots not in EMPTY_SLOTS:
+            raise ValueError(f"unknown empty_slots {empty_slots!r}; choose one of {', '.join(EMPTY_SLOTS)}")
         check_attention_options(score, normalizer)
+        self.empty_slots = empty_slots
         self.score, self.normalizer = score, normalizer
         self.scorer = make_score(score, embedding_dim)
         self.vocab_size = vocab_size
@@ -105,28 +135,40 @@ class MemoryNetwork(nn.Module):
             ages = ages + empty.flip(-1).cumsum(-1).flip(-1) - empty
         return ages.clamp_max(self.memory_size - 1)
 
-    def _memory(self, hop: int, sentences: Tensor, inverse: Tensor, ages: Tensor) -> Tensor:
+    def _memory(self, hop: int, sentences: Tensor, inverse: Tensor, ages: Tensor, mask: Tensor) -> Tensor:
+        """Keys (or values) of hop ``hop``, ``(B, S, d)``; empty slots are zero."""
         # index_select and embedding rather than [...]: their backward is an index_add, not an
         # accumulating index_put (several times slower on CPU)
         memory = self.embeddings[hop](sentences).index_select(0, inverse.flatten()).view(*ages.shape, -1)
         if self.temporal is None:
             return memory
-        return memory + F.embedding(ages, self.temporal[hop])
+        # no age for an empty slot: it stays the zero vector the "attend" sink needs (masked
+        # slots get weight 0, so this changes nothing with "mask")
+        return memory + F.embedding(ages, self.temporal[hop]) * mask.unsqueeze(-1)
 
     def forward(self, story: Tensor, question: Tensor,
                 return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        mask = story.ne(0).any(-1).unsqueeze(-2)  # (B, 1, S) statements that exist
-        ages = self._ages(mask.squeeze(-2))
+        if self.empty_slots == "attend":
+            slots = story.size(-2)
+            if slots > self.memory_size:
+                # more slots would make a larger sink than the authors' M - n
+                raise ValueError(f"a story of {slots} slots does not fit memory_size {self.memory_size} with "
+                                 f"empty_slots='attend'; keep at most memory_size statements per story "
+                                 f"(BabiDataModule memory_size)")
+            story = F.pad(story, (0, 0, 0, self.memory_size - slots))  # the authors' fixed memory of M slots
+        mask = story.ne(0).any(-1)  # (B, S) statements that exist
+        ages = self._ages(mask)
+        keep = mask.unsqueeze(-2) if self.empty_slots == "mask" else None  # (B, 1, S)
         u = self.embeddings[0](question).unsqueeze(-2)  # (B, 1, d), B = A^1
         # bAbI stories repeat the same few sentences ("Mary moved to the bathroom"): encoding
         # each distinct one once makes the embedding work about 6x smaller on a joint batch
         sentences, inverse = unique_sentences(story.flatten(0, -2), self.vocab_size)
-        keys = self._memory(0, sentences, inverse, ages)
+        keys = self._memory(0, sentences, inverse, ages, mask)
         normalizer = "none" if self.linear_start else self.normalizer
         hop_weights = []
         for hop in range(self.hops):
-            values = self._memory(hop + 1, sentences, inverse, ages)  # C^k, which is A^{k+1}
-            read, weights, *_ = attention(u, keys, values, self.scorer, normalizer, mask=mask)
+            values = self._memory(hop + 1, sentences, inverse, ages, mask)  # C^k, which is A^{k+1}
+            read, weights, *_ = attention(u, keys, values, self.scorer, normalizer, mask=keep)
             u = u + read
             hop_weights.append(weights.squeeze(-2))
             keys = values
@@ -143,4 +185,6 @@ class MemoryNetwork(nn.Module):
             extra += f", score={self.score!r}"
         if self.normalizer != "softmax":
             extra += f", normalizer={self.normalizer!r}"
+        if self.empty_slots != "mask":
+            extra += f", empty_slots={self.empty_slots!r}"
         return extra
