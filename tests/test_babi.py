@@ -138,7 +138,8 @@ def test_centred_position_encoding_matches_the_authors_code():
 
 
 def test_linear_start_lr_is_a_phase_of_its_own():
-    # the MemN2N code: 30 epochs of linear start at 0.005, then 0.01 halved every 15 epochs
+    # a linear-start phase at its own rate, then lr halved every 15 epochs (rates unlike the
+    # MemN2N code's, 0.005 in both phases, so that the two phases are told apart)
     task = QATask(MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1), lr=0.01, lr_decay_every=15,
                   linear_start_epochs=30, linear_start_lr=0.005)
     scheduler = task.configure_optimizers()["lr_scheduler"]

@@ -50,8 +50,9 @@ class QATask(L.LightningModule):
             set (MemN2N's softmax-free start); ignored for models without one.
         linear_start_lr: the learning rate during linear start, as a phase of its own: the
             ordinary schedule (``lr``, halved every ``lr_decay_every``) starts when it ends, as in
-            the MemN2N code (30 epochs at 0.005, then 60 at 0.01). ``None``: one schedule from
-            the first epoch, linear start included.
+            the MemN2N code (30 epochs at 0.005, then 60 at 0.005 halved every 15: with linear
+            start its joint config sets both rates to 0.01/2). ``None``: one schedule from the
+            first epoch, linear start included.
         failure_threshold: error above which a task counts as failed.
         optimizer: ``"adam"`` or ``"sgd"`` (plain, no momentum).
         loss_reduction: the training loss over a batch, ``"mean"`` or ``"sum"``.
