@@ -391,6 +391,35 @@ def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():
     assert torch.allclose(small.grad, before_small)
 
 
+def test_temporal_encoding_clipped_with_each_hops_word_table():
+    # the authors' code: T^k is M rows of embedding k's lookup table, clipped with it as one matrix
+    torch.manual_seed(0)
+    model = MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1, memory_size=5, clip_temporal_with_words=True)
+    task = QATask(model, optimizer="sgd", clip_per_parameter=40.0)
+    words = [e.embedding.weight for e in model.embeddings]
+    for table, size in zip(words, (60.0, 6.0)):  # table 0 with T^0: joint norm 100, table 1 with T^1: 10
+        table.grad = torch.randn_like(table)
+        table.grad *= size / table.grad.norm()
+    model.temporal.grad = torch.randn_like(model.temporal)
+    model.temporal.grad[0] *= 80.0 / model.temporal.grad[0].norm()
+    model.temporal.grad[1] *= 8.0 / model.temporal.grad[1].norm()
+    before = [table.grad.clone() for table in words], model.temporal.grad.clone()
+    task.configure_gradient_clipping(task.configure_optimizers()["optimizer"])
+    scale = 40.0 / (100.0 + 1e-6)  # min(1, 40 / ||[g_E0; g_T0]||); hop 1's 10 is under the limit
+    torch.testing.assert_close(words[0].grad, before[0][0] * scale)
+    torch.testing.assert_close(model.temporal.grad[0], before[1][0] * scale)
+    torch.testing.assert_close(words[1].grad, before[0][1])
+    torch.testing.assert_close(model.temporal.grad[1], before[1][1])
+    # by default T is one parameter, clipped on its own: norm sqrt(80^2 + 8^2) scaled to 40
+    model.clip_temporal_with_words = False
+    model.temporal.grad = before[1].clone()
+    words[0].grad = before[0][0].clone()
+    task.configure_gradient_clipping(task.configure_optimizers()["optimizer"])
+    torch.testing.assert_close(model.temporal.grad, before[1] * 40.0 / (before[1].norm() + 1e-6))
+    torch.testing.assert_close(words[0].grad, before[0][0] * 40.0 / (60.0 + 1e-6))
+    assert len(model.gradient_groups()) == 3 and "clip_temporal_with_words=True" not in repr(model)
+
+
 def test_sum_reduction_scales_the_training_loss_by_the_batch():
     torch.manual_seed(0)
     model = MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1, noise=0.0)

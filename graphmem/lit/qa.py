@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning as L
@@ -28,6 +29,18 @@ def error_table(errors: dict[int, float], threshold: float = 0.05) -> str:
     return "\n".join(rows)
 
 
+def clip_jointly(gradients: Sequence[Tensor], limit: float) -> None:
+    r"""Scales ``gradients`` in place by one factor, so that their joint L2 norm is at most ``limit``.
+
+    :math:`g \leftarrow g \cdot \min\big(1, \mathrm{limit} / (\lVert (g_1, \dots, g_n) \rVert_2 +
+    10^{-6})\big)`, the rule of :func:`torch.nn.utils.clip_grad_norm_`, on tensors rather than
+    parameters (so a group may hold a view of part of a parameter's gradient).
+    """
+    scale = (limit / (torch.nn.utils.get_total_norm(gradients) + 1e-6)).clamp_max(1.0)
+    for gradient in gradients:
+        gradient.mul_(scale)
+
+
 class QATask(L.LightningModule):
     """Trains a QA model ``(story, question) -> (B, V)`` answer logits with cross-entropy.
 
@@ -36,7 +49,9 @@ class QATask(L.LightningModule):
     ``failure_threshold``, 5% in the bAbI papers), prints the table and writes it to
     ``per_task_error.csv`` in the logger's folder. Gradients are clipped by the trainer
     (``gradient_clip_val``, one norm over all parameters) or, with ``clip_per_parameter``,
-    each parameter on its own, as the MemN2N code clips every weight matrix at norm 40.
+    each parameter on its own, as the MemN2N code clips every weight matrix at norm 40; a model
+    with a ``gradient_groups()`` method (:meth:`graphmem.models.MemoryNetwork.gradient_groups`)
+    says which gradients make one matrix instead.
 
     The MemN2N paper's joint recipe is ``optimizer="sgd"``, ``loss_reduction="sum"`` and
     ``clip_per_parameter=40``: plain SGD on the loss summed over the batch (so its step is
@@ -111,10 +126,10 @@ class QATask(L.LightningModule):
         if limit is None:
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        for group in optimizer.param_groups:
-            for parameter in group["params"]:
-                if parameter.grad is not None:
-                    torch.nn.utils.clip_grad_norm_(parameter, limit)
+        groups = (self.model.gradient_groups() if hasattr(self.model, "gradient_groups")
+                  else [[p.grad] for p in self.model.parameters() if p.grad is not None])
+        for group in groups:
+            clip_jointly(group, limit)
 
     def validation_step(self, batch: QABatch, batch_idx: int) -> None:
         self._step(batch, "val")

@@ -73,6 +73,10 @@ class MemoryNetwork(nn.Module):
             parameters (``scorer``) is shared by all hops, like the tied embeddings.
         normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
         empty_slots: ``"mask"`` (default) or ``"attend"`` (the authors' code), see above.
+        clip_temporal_with_words: per-matrix gradient clipping (:class:`~graphmem.lit.QATask`'s
+            ``clip_per_parameter``) clips :math:`T^k` together with the word table of embedding
+            :math:`k`, as one matrix, rather than all of :math:`T` as one; see
+            :meth:`gradient_groups`.
 
     Shapes:
         - input: ``story`` ``(B, S, W)`` word ids (statements oldest first, empty ones all zero,
@@ -95,6 +99,7 @@ class MemoryNetwork(nn.Module):
         score: str = "dot",
         normalizer: str = "softmax",
         empty_slots: Literal["mask", "attend"] = "mask",
+        clip_temporal_with_words: bool = False,
     ) -> None:
         super().__init__()
         if hops < 1:
@@ -103,6 +108,7 @@ class MemoryNetwork(nn.Module):
             raise ValueError(f"unknown empty_slots {empty_slots!r}; choose one of {', '.join(EMPTY_SLOTS)}")
         check_attention_options(score, normalizer)
         self.empty_slots = empty_slots
+        self.clip_temporal_with_words = clip_temporal_with_words
         self.score, self.normalizer = score, normalizer
         self.scorer = make_score(score, embedding_dim)
         self.vocab_size = vocab_size
@@ -124,6 +130,25 @@ class MemoryNetwork(nn.Module):
         if self.temporal is not None:
             nn.init.normal_(self.temporal, std=0.1)
         self.scorer.reset_parameters()
+
+    def gradient_groups(self) -> list[list[Tensor]]:
+        r"""The gradients that per-matrix clipping scales together, one list per matrix.
+
+        Each parameter on its own, except with :attr:`clip_temporal_with_words`: then embedding
+        :math:`k`'s word table :math:`(V, d)` and :math:`T^k` :math:`(M, d)` (a view of the
+        ``temporal`` gradient) are one group, clipped by their joint norm
+        :math:`\sqrt{\lVert g_{E^k} \rVert^2 + \lVert g_{T^k} \rVert^2}`. That is the authors' code,
+        where the time words are :math:`M` extra rows of each hop's lookup table, so the table
+        clipped at norm 40 is :math:`[E^k; T^k]`, and :math:`T` moves no faster, relative to the
+        words, than the table's norm allows.
+        """
+        tables = [e.embedding.weight for e in self.embeddings]
+        joint = self.clip_temporal_with_words and self.temporal is not None and self.temporal.grad is not None
+        alone = {id(self.temporal), *map(id, tables)} if joint else set()
+        groups = [[p.grad] for p in self.parameters() if p.grad is not None and id(p) not in alone]
+        if joint:
+            groups += [[table.grad, self.temporal.grad[k]] for k, table in enumerate(tables) if table.grad is not None]
+        return groups
 
     def _ages(self, mask: Tensor) -> Tensor:
         """Age of each statement, ``(B, S)``: 0 for the newest, counting back."""
@@ -187,4 +212,6 @@ class MemoryNetwork(nn.Module):
             extra += f", normalizer={self.normalizer!r}"
         if self.empty_slots != "mask":
             extra += f", empty_slots={self.empty_slots!r}"
+        if self.clip_temporal_with_words:
+            extra += ", clip_temporal_with_words=True"
         return extra
