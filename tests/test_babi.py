@@ -269,7 +269,8 @@ def test_attend_does_not_depend_on_how_the_story_is_padded():
 
 
 def test_attend_trains_every_parameter_with_noise():
-    model = MemoryNetwork(vocab_size=20, embedding_dim=8, hops=3, memory_size=8, noise=0.5, empty_slots="attend")
+    model = MemoryNetwork(vocab_size=20, embedding_dim=8, hops=3, memory_size=8, noise=0.5,
+                          empty_slots="attend")
     story = torch.randint(1, 20, (4, 6, 5))
     story[:, 4:] = 0
     logits, attention = model(story, torch.randint(1, 20, (4, 5)), return_attention_weights=True)
@@ -394,7 +395,8 @@ def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():
 def test_temporal_encoding_clipped_with_each_hops_word_table():
     # the authors' code: T^k is M rows of embedding k's lookup table, clipped with it as one matrix
     torch.manual_seed(0)
-    model = MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1, memory_size=5, clip_temporal_with_words=True)
+    model = MemoryNetwork(vocab_size=15, embedding_dim=4, hops=1, memory_size=5,
+                          clip_temporal_with_words=True)
     task = QATask(model, optimizer="sgd", clip_per_parameter=40.0)
     words = [e.embedding.weight for e in model.embeddings]
     for table, size in zip(words, (60.0, 6.0)):  # table 0 with T^0: joint norm 100, table 1 with T^1: 10

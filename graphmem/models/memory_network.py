@@ -147,7 +147,8 @@ class MemoryNetwork(nn.Module):
         alone = {id(self.temporal), *map(id, tables)} if joint else set()
         groups = [[p.grad] for p in self.parameters() if p.grad is not None and id(p) not in alone]
         if joint:
-            groups += [[table.grad, self.temporal.grad[k]] for k, table in enumerate(tables) if table.grad is not None]
+            groups += [[table.grad, self.temporal.grad[k]] for k, table in enumerate(tables)
+                       if table.grad is not None]
         return groups
 
     def _ages(self, mask: Tensor) -> Tensor:
