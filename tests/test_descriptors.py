@@ -98,3 +98,30 @@ def test_fit_and_predict_with_descriptors(tmp_path, monkeypatch):
     tasks = MoleculeDataModule(root=str(tmp_path)).tasks
     torch.testing.assert_close(torch.tensor(predicted[list(tasks)].to_numpy(), dtype=torch.float), expected,
                                atol=1e-5, rtol=1e-4)
+
+
+def test_mean_fusion_averages_the_two_predictors_probabilities():
+    torch.manual_seed(0)
+    model = MoleculeGAT(num_tasks=2, hidden_channels=16, heads=4, num_layers=2,
+                        descriptor_size=len(DESCRIPTOR_NAMES), descriptor_fusion="mean").eval()
+    batch = _batch(["CCO", "c1ccccc1", "CC(=O)O"])
+    with torch.no_grad():
+        from graphmem.models.molecule import graph_readout
+
+        pooled = graph_readout(model.node_states(batch), batch.batch, "mean+max", batch.num_graphs)
+        graph_probability = torch.sigmoid(model.head(pooled))
+        descriptor_probability = torch.sigmoid(model.descriptor_mlp(model.descriptor_norm(batch.descriptors)))
+        torch.testing.assert_close(torch.sigmoid(model(batch)), (graph_probability + descriptor_probability) / 2)
+    with pytest.raises(ValueError, match="descriptor_fusion 'sum'.*concat"):
+        MoleculeGAT(num_tasks=2, descriptor_size=4, descriptor_fusion="sum")
+
+
+def test_mean_probability_logits_stay_finite_where_the_average_saturates():
+    from graphmem.models.molecule import mean_probability_logits
+
+    a, b = torch.tensor([-50.0, 0.0, 3.0, 60.0]), torch.tensor([-40.0, 2.0, -3.0, 70.0])
+    expected = torch.logit((torch.sigmoid(a.double()) + torch.sigmoid(b.double())) / 2)
+    got = mean_probability_logits(a, b)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got[:3].double(), expected[:3], atol=1e-5, rtol=1e-5)
+    assert got[3] == pytest.approx(60 + math.log(2), abs=1e-3)  # log(2 / (e^-60 + e^-70)) ~ 60 + log 2
