@@ -16,6 +16,7 @@ READOUTS = ("mean", "sum", "max", "mean+max")
 # readouts with learned parameters, built as modules inside the model
 MODULE_READOUTS = ("hopfield",)
 DESCRIPTOR_FUSIONS = ("concat", "mean")
+DESCRIPTOR_CLAMP = 5.0  # standard deviations
 
 
 def mean_probability_logits(a: Tensor, b: Tensor) -> Tensor:
@@ -47,7 +48,8 @@ class MoleculeGAT(nn.Module):
         h^{(0)} = \mathrm{AtomEncoder}(x), \quad
         h^{(l+1)} = h^{(l)} + \mathrm{Dropout}(\mathrm{ELU}(\mathrm{BN}(
             \mathrm{GAT}^{(l)}(h^{(l)}, E, \mathrm{BondEncoder}^{(l)}(e))))), \quad
-        \hat y = \mathrm{MLP}(\mathrm{readout}(h^{(L)}) \Vert \mathrm{BN}(d))
+        \hat y = \mathrm{MLP}(\mathrm{readout}(h^{(L)}) \Vert \bar d), \quad
+        \bar d = \mathrm{clamp}(\mathrm{BN}(d), -5, 5)
 
     or, with ``descriptor_fusion="mean"``, two predictors whose probabilities are averaged,
     the graph's and a descriptor MLP's (a two-member ensemble of different kinds, trained as
@@ -55,7 +57,7 @@ class MoleculeGAT(nn.Module):
 
     .. math::
         \sigma(\hat y) = \tfrac12\,\sigma\big(\mathrm{MLP}(\mathrm{readout}(h^{(L)}))\big)
-            + \tfrac12\,\sigma\big(\mathrm{MLP}_d(\mathrm{BN}(d))\big)
+            + \tfrac12\,\sigma\big(\mathrm{MLP}_d(\bar d)\big)
 
     With ``virtual_node`` (Gilmer et al. 2017, as in OGB's GNNs), every molecule has one more
     node ``v`` linked to all its atoms: each layer reads ``h^{(l)} + v^{(l)}`` and, between
@@ -81,8 +83,8 @@ class MoleculeGAT(nn.Module):
         virtual_node: add the virtual node above.
         descriptor_size: ``D`` molecule-level features per graph (``batch.descriptors``,
             ``(G, D)``, e.g. RDKit's 2D descriptors, :mod:`graphmem.data.descriptors`),
-            standardised by a batch norm and joined to the readout before the head, as Chemprop
-            joins its ``rdkit_2d`` features; 0 for none.
+            standardised by a batch norm (clamped to 5 standard deviations) and joined to the
+            readout before the head, as Chemprop joins its ``rdkit_2d`` features; 0 for none.
         descriptor_fusion: ``"concat"`` (joined to the readout) or ``"mean"`` (a descriptor MLP,
             ``D -> 4 hidden_channels -> T`` with dropout 0.2 on its input and 0.5 inside, whose
             probability is averaged with the graph head's).
@@ -134,7 +136,8 @@ class MoleculeGAT(nn.Module):
         concat = descriptor_size if descriptor_fusion == "concat" else 0
         pooled = hidden_channels * (2 if readout == "mean+max" else 1) + concat
         self.descriptor_size, self.descriptor_fusion = descriptor_size, descriptor_fusion
-        self.descriptor_norm = nn.BatchNorm1d(descriptor_size) if descriptor_size else None
+        # no affine part: a linear layer follows in both fusions
+        self.descriptor_norm = nn.BatchNorm1d(descriptor_size, affine=False) if descriptor_size else None
         # the descriptor-only predictor of Chemprop's features_only, with the dropout an MLP on
         # 200 descriptors of 6,000 molecules needs (it overfits within 5 epochs without)
         self.descriptor_mlp = nn.Sequential(
@@ -168,7 +171,9 @@ class MoleculeGAT(nn.Module):
             pooled = graph_readout(h, batch.batch, self.readout, batch.num_graphs)
         if self.descriptor_norm is None:
             return self.head(pooled)
-        descriptors = self.descriptor_norm(self._descriptors(batch))
+        # clamped: a molecule far outside the training range (descriptors are heavy-tailed even
+        # after the log) would otherwise give standardised values in the hundreds at test time
+        descriptors = self.descriptor_norm(self._descriptors(batch)).clamp(-DESCRIPTOR_CLAMP, DESCRIPTOR_CLAMP)
         if self.descriptor_mlp is None:
             return self.head(torch.cat([pooled, descriptors], -1))
         return mean_probability_logits(self.head(pooled), self.descriptor_mlp(descriptors))
