@@ -126,3 +126,21 @@ def test_mean_probability_logits_stay_finite_where_the_average_saturates():
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got[:3].double(), expected[:3], atol=1e-5, rtol=1e-5)
     assert got[3] == pytest.approx(60 + math.log(2), abs=1e-3)  # log(2 / (e^-60 + e^-70)) ~ 60 + log 2
+
+
+def test_mean_fusion_trains_each_predictor_on_its_own_loss():
+    """The training loss is the mean of the two members' BCE, not the BCE of their average."""
+    from graphmem.lit import GraphPropertyTask
+    from graphmem.lit.graph import masked_bce_with_logits
+
+    torch.manual_seed(0)
+    model = MoleculeGAT(num_tasks=2, hidden_channels=16, heads=4, num_layers=2,
+                        descriptor_size=len(DESCRIPTOR_NAMES), descriptor_fusion="mean").eval()
+    batch = _batch(["CCO", "c1ccccc1", "CC(=O)O"])
+    batch.y = torch.tensor([[1.0, 0.0], [0.0, float("nan")], [1.0, 1.0]])
+    task = GraphPropertyTask(model)
+    task.log = lambda *args, **kwargs: None
+    graph, descriptors = model.member_logits(batch)
+    expected = (masked_bce_with_logits(graph, batch.y) + masked_bce_with_logits(descriptors, batch.y)) / 2
+    torch.testing.assert_close(task.training_step(batch, 0), expected)
+    assert not torch.allclose(expected, masked_bce_with_logits(model(batch), batch.y))

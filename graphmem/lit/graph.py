@@ -51,6 +51,10 @@ class GraphPropertyTask(L.LightningModule):
     on the outputs of all ranks, each example once (see :mod:`graphmem.lit.distributed`), so it
     equals the single-process value; every rank logs it, so callbacks may monitor it.
 
+    A model with a ``member_logits(batch)`` method (a tuple of ``(G, T)`` logits, one per
+    predictor its output averages) is trained on the mean of the members' losses, each member's
+    on its own predictions; validation, test and prediction use the model's output.
+
     Args:
         model: the network, e.g. :class:`graphmem.models.MoleculeGAT`.
         lr: Adam learning rate.
@@ -70,7 +74,10 @@ class GraphPropertyTask(L.LightningModule):
         return self.model(batch)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = masked_bce_with_logits(self(batch), batch.y)
+        # a model that averages several predictors (MoleculeGAT's descriptor_fusion="mean")
+        # trains each on its own loss; their mean keeps the loss on one predictor's scale
+        members = self.model.member_logits(batch) if hasattr(self.model, "member_logits") else (self(batch),)
+        loss = torch.stack([masked_bce_with_logits(logits, batch.y) for logits in members]).mean()
         self.log("train_loss", loss, batch_size=batch.num_graphs, prog_bar=True)
         return loss
 

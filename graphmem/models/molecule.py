@@ -52,8 +52,12 @@ class MoleculeGAT(nn.Module):
         \bar d = \mathrm{clamp}(\mathrm{BN}(d), -5, 5)
 
     or, with ``descriptor_fusion="mean"``, two predictors whose probabilities are averaged,
-    the graph's and a descriptor MLP's (a two-member ensemble of different kinds, trained as
-    one model on the averaged probability; the logits returned are those of the average):
+    the graph's and a descriptor MLP's: a two-member ensemble of different kinds in one model.
+    Each member is trained on its own loss (:meth:`member_logits`, which
+    :class:`~graphmem.lit.GraphPropertyTask` trains on), so the two stay as different as two
+    models trained apart; trained on the average instead, each learns only what the other
+    misses, and validation fell from 0.856 to 0.847 on Tox21. The logits returned are those of
+    the average:
 
     .. math::
         \sigma(\hat y) = \tfrac12\,\sigma\big(\mathrm{MLP}(\mathrm{readout}(h^{(L)}))\big)
@@ -164,19 +168,25 @@ class MoleculeGAT(nn.Module):
         return (h, attention) if return_attention_weights else h
 
     def forward(self, batch: Batch) -> Tensor:
+        members = self.member_logits(batch)
+        return members[0] if len(members) == 1 else mean_probability_logits(*members)
+
+    def member_logits(self, batch: Batch) -> tuple[Tensor, ...]:
+        """The ``(G, T)`` logits of each predictor whose probabilities the model averages: the
+        graph head's, and with ``descriptor_fusion="mean"`` the descriptor MLP's."""
         h = self.node_states(batch)
         if self.pool is not None:
             pooled = self.pool(h, batch.batch, size=batch.num_graphs)
         else:
             pooled = graph_readout(h, batch.batch, self.readout, batch.num_graphs)
         if self.descriptor_norm is None:
-            return self.head(pooled)
+            return (self.head(pooled),)
         # clamped: a molecule far outside the training range (descriptors are heavy-tailed even
         # after the log) would otherwise give standardised values in the hundreds at test time
         descriptors = self.descriptor_norm(self._descriptors(batch)).clamp(-DESCRIPTOR_CLAMP, DESCRIPTOR_CLAMP)
         if self.descriptor_mlp is None:
-            return self.head(torch.cat([pooled, descriptors], -1))
-        return mean_probability_logits(self.head(pooled), self.descriptor_mlp(descriptors))
+            return (self.head(torch.cat([pooled, descriptors], -1)),)
+        return self.head(pooled), self.descriptor_mlp(descriptors)
 
     def _descriptors(self, batch: Batch) -> Tensor:
         descriptors = getattr(batch, "descriptors", None)
