@@ -14,6 +14,7 @@ from torch_geometric.loader import DataLoader
 
 from graphmem.data import smiles_to_graph
 from graphmem.data.molecule import TOX21_TASKS
+from graphmem.data.descriptors import add_descriptors
 from graphmem.models import MoleculeGAT
 
 # Real drug-like molecules of varied size; enough distinct scaffolds for a scaffold split.
@@ -67,11 +68,17 @@ def rows_in_order(text: str, names: list[str]) -> bool:
 def reference_probabilities(checkpoint: Path, molecules: list, hidden_channels: int = 16) -> torch.Tensor:
     """sigmoid of the logits of a Tox21-recipe checkpoint's network, built and run by hand on
     ``molecules`` (SMILES strings or graphs), with ``hidden_channels`` as it was trained."""
-    model = MoleculeGAT(num_tasks=12, hidden_channels=hidden_channels, heads=4, num_layers=3, dropout=0.1,
-                        readout="mean+max")
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
+    state = {key.removeprefix("model."): value for key, value in state.items()}
+    # the recipe's options, read off the weights: a virtual node, descriptors joined or averaged
+    descriptors = state["descriptor_norm.running_mean"].numel() if "descriptor_norm.running_mean" in state else 0
+    model = MoleculeGAT(num_tasks=12, hidden_channels=hidden_channels, heads=4, num_layers=3, dropout=0.1,
+                        readout="mean+max", virtual_node="virtual_node" in state, descriptor_size=descriptors,
+                        descriptor_fusion="mean" if "descriptor_mlp.1.weight" in state else "concat")
+    model.load_state_dict(state)
     graphs = [smiles_to_graph(m) if isinstance(m, str) else m for m in molecules]
+    if descriptors:
+        add_descriptors(graphs, cache=False)
     batch = next(iter(DataLoader(graphs, batch_size=len(graphs))))
     with torch.no_grad():
         return torch.sigmoid(model.eval()(batch))

@@ -79,7 +79,7 @@ def test_fit_and_predict_with_descriptors(tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHMEM_CACHE", str(tmp_path / "cache"))
     write_tox21(tmp_path, molecule_table(240))
     run = tmp_path / "run"
-    main(["fit", "--config", RECIPE, "--data.init_args.root", str(tmp_path), "--data.init_args.descriptors", "true",
+    main(["fit", "--config", RECIPE, "--data.init_args.root", str(tmp_path),
           "--model.init_args.model.init_args.hidden_channels", "16", "--trainer.max_epochs", "1",
           "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
           "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)])
@@ -89,8 +89,8 @@ def test_fit_and_predict_with_descriptors(tmp_path, monkeypatch):
     main(["predict", "--config", str(config), "--ckpt_path", str(checkpoint), "--smiles", "CCO", "c1ccccc1",
           "--out", str(out)])
     predicted = pd.read_csv(out)
-    model = MoleculeGAT(num_tasks=12, hidden_channels=16, heads=4, num_layers=3, dropout=0.1,
-                        descriptor_size=len(DESCRIPTOR_NAMES))
+    model = MoleculeGAT(num_tasks=12, hidden_channels=16, heads=4, num_layers=3, dropout=0.1, virtual_node=True,
+                        descriptor_size=len(DESCRIPTOR_NAMES), descriptor_fusion="mean")  # the recipe's network
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({key.removeprefix("model."): value for key, value in state.items()})
     with torch.no_grad():
@@ -144,3 +144,21 @@ def test_mean_fusion_trains_each_predictor_on_its_own_loss():
     expected = (masked_bce_with_logits(graph, batch.y) + masked_bce_with_logits(descriptors, batch.y)) / 2
     torch.testing.assert_close(task.training_step(batch, 0), expected)
     assert not torch.allclose(expected, masked_bce_with_logits(model(batch), batch.y))
+
+
+def test_a_training_batch_of_one_molecule_or_atom_uses_the_running_statistics():
+    """torch's BatchNorm1d refuses one row in training; a last batch of one molecule must train."""
+    torch.manual_seed(0)
+    model = MoleculeGAT(num_tasks=2, hidden_channels=16, heads=4, num_layers=2, virtual_node=True,
+                        descriptor_size=len(DESCRIPTOR_NAMES), descriptor_fusion="mean")
+    before = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    for smiles in ("CCO", "[Na+]"):  # one molecule; one molecule of one atom
+        batch = _batch([smiles])
+        model.train()(batch).sum().backward()
+    for name, buffer in model.named_buffers():  # the per-molecule norms saw one row each time
+        if name.startswith(("virtual_mlps", "descriptor_norm")) and name.endswith(("running_mean", "running_var")):
+            torch.testing.assert_close(buffer, before[name])
+    norm = model.descriptor_norm.train()
+    row = _batch(["CCO"]).descriptors
+    expected = (row - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    torch.testing.assert_close(norm(row), expected)

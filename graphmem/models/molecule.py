@@ -19,6 +19,17 @@ DESCRIPTOR_FUSIONS = ("concat", "mean")
 DESCRIPTOR_CLAMP = 5.0  # standard deviations
 
 
+class SafeBatchNorm1d(nn.BatchNorm1d):
+    """:class:`torch.nn.BatchNorm1d` that also trains on a batch of one row (a last batch of one
+    molecule, or of one atom): one row has no batch statistics, so it is normalised with the
+    running ones, as in evaluation, and they are left unchanged. Same parameters and state_dict."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.size(0) == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def mean_probability_logits(a: Tensor, b: Tensor) -> Tensor:
     r"""The logits of :math:`\tfrac12(\sigma(a) + \sigma(b))`, computed in log space so that
     confident logits of either sign stay finite:
@@ -128,12 +139,12 @@ class MoleculeGAT(nn.Module):
             self.convs.append(GATConv(hidden_channels, hidden_channels if last else hidden_channels // heads,
                                       heads=heads, concat=not last, dropout=attention_dropout,
                                       edge_dim=hidden_channels, score=score))
-        self.norms = nn.ModuleList(nn.BatchNorm1d(hidden_channels) for _ in range(num_layers))
+        self.norms = nn.ModuleList(SafeBatchNorm1d(hidden_channels) for _ in range(num_layers))
         self.virtual_node = nn.Parameter(torch.zeros(hidden_channels)) if virtual_node else None
         self.virtual_mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(hidden_channels, 2 * hidden_channels), nn.BatchNorm1d(2 * hidden_channels),
+            nn.Sequential(nn.Linear(hidden_channels, 2 * hidden_channels), SafeBatchNorm1d(2 * hidden_channels),
                           nn.ReLU(), nn.Linear(2 * hidden_channels, hidden_channels),
-                          nn.BatchNorm1d(hidden_channels), nn.ReLU())
+                          SafeBatchNorm1d(hidden_channels), nn.ReLU())
             for _ in range(num_layers - 1 if virtual_node else 0))
         if descriptor_fusion not in DESCRIPTOR_FUSIONS:
             raise ValueError(f"unknown descriptor_fusion {descriptor_fusion!r}; choose one of {DESCRIPTOR_FUSIONS}")
@@ -141,7 +152,7 @@ class MoleculeGAT(nn.Module):
         pooled = hidden_channels * (2 if readout == "mean+max" else 1) + concat
         self.descriptor_size, self.descriptor_fusion = descriptor_size, descriptor_fusion
         # no affine part: a linear layer follows in both fusions
-        self.descriptor_norm = nn.BatchNorm1d(descriptor_size, affine=False) if descriptor_size else None
+        self.descriptor_norm = SafeBatchNorm1d(descriptor_size, affine=False) if descriptor_size else None
         # the descriptor-only predictor of Chemprop's features_only, with the dropout an MLP on
         # 200 descriptors of 6,000 molecules needs (it overfits within 5 epochs without)
         self.descriptor_mlp = nn.Sequential(
