@@ -547,3 +547,23 @@ def test_additive_is_the_old_name_of_the_gat_score():
     old.load_state_dict(new.state_dict())
     x, edge_index = torch.randn(5, 6), torch.tensor([[0, 1, 2, 3], [1, 2, 3, 4]])
     torch.testing.assert_close(old(x, edge_index), new(x, edge_index))
+
+
+def test_value_dropout_drops_the_summed_features_not_the_scores():
+    """The GAT paper's code: out_i = sum_j alpha_ij dropout(W h_j), alpha from the undropped W h."""
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(6, 5), torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 5, 0, 3]])
+    conv = GATConv(5, 4, heads=2, value_dropout=0.5)
+    reference = GATConv(5, 4, heads=2)
+    reference.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv.eval()(x, edge_index), reference.eval()(x, edge_index))
+
+    conv.train()
+    torch.manual_seed(1)
+    out, (loops, alpha) = conv(x, edge_index, return_attention_weights=True)
+    _, (_, alpha_reference) = reference.train()(x, edge_index, return_attention_weights=True)
+    torch.testing.assert_close(alpha, alpha_reference)  # the scores see the undropped features
+    torch.manual_seed(1)
+    values = torch.nn.functional.dropout(conv.lin(x).view(-1, 2, 4), 0.5, True)  # the same draw
+    expected = torch.zeros(6, 2, 4).index_add_(0, loops[1], alpha.unsqueeze(-1) * values[loops[0]])
+    torch.testing.assert_close(out, expected.reshape(6, 8) + conv.bias)

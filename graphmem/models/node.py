@@ -27,6 +27,8 @@ class GATNodeClassifier(GATStackModel):
         output_heads: output-layer heads (averaged; the paper uses 8 for PubMed).
         dropout: dropout on inputs, hidden features and attention weights.
         score: attention score of both layers (see :class:`~graphmem.nn.GATConv`).
+        value_dropout: dropout on each layer's projected features before they are summed; the
+            GAT paper's code uses ``dropout`` here as well (:class:`~graphmem.nn.GATConv`).
 
     Shapes:
         - input: ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`
@@ -36,10 +38,12 @@ class GATNodeClassifier(GATStackModel):
     renamed_keys = {"conv1.": "stack.convs.0.", "conv2.": "stack.convs.1."}  # checkpoints from before ``stack``
 
     def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 8, heads: int = 8,
-                 output_heads: int = 1, dropout: float = 0.6, score: str = "gat") -> None:
+                 output_heads: int = 1, dropout: float = 0.6, score: str = "gat",
+                 value_dropout: float = 0.0) -> None:
         super().__init__()
         self.stack = GATStack(in_channels, hidden_channels, num_classes, num_layers=2, heads=heads,
-                              output_heads=output_heads, dropout=dropout, attention_dropout=dropout, score=score)
+                              output_heads=output_heads, dropout=dropout, attention_dropout=dropout, score=score,
+                              value_dropout=value_dropout)
 
     @property
     def conv1(self) -> GATConv:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.nn.inits import glorot, zeros
@@ -126,6 +127,10 @@ class GATConv(GATFamily):
         residual: add a linear projection of the target features to the output.
         score: a name of :data:`graphmem.attention.SCORES` (default ``"gat"``).
         normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
+        value_dropout: dropout on the projected source features that are read,
+            :math:`W h_j` in the sum, after the attention scores are computed from them, as the
+            GAT paper's code does (it drops a layer's input and, again, its projected features).
+            Not in PyG's layer; 0 (the default) keeps the two layers' outputs equal.
         **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
             ``decomposed_layers``.
 
@@ -154,6 +159,7 @@ class GATConv(GATFamily):
         residual: bool = False,
         score: str = "gat",
         normalizer: str = "softmax",
+        value_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -170,6 +176,7 @@ class GATConv(GATFamily):
         self.concat = concat
         self.negative_slope = negative_slope
         self.dropout = dropout
+        self.value_dropout = value_dropout
         self.add_self_loops = add_self_loops
         self.edge_dim = edge_dim
         self.fill_value = fill_value
@@ -265,7 +272,8 @@ class GATConv(GATFamily):
 
         if h_dst is None and self.score != "gat":
             raise ValueError(f"score={self.score!r} needs target features; x[1] is None")
-        result = attention(h_dst, h_src, h_src, self.scorer, self.normalizer, edge_index, num_dst,
+        values = F.dropout(h_src, self.value_dropout, self.training) if self.value_dropout else h_src
+        result = attention(h_dst, h_src, values, self.scorer, self.normalizer, edge_index, num_dst,
                            bias=edge_logit, dropout=self.dropout, training=self.training,
                            logits_transform=logits_transform, read=self.reader(edge_index))
         out, alpha, logits = self._output(result.out, res), result.weights, result.logits

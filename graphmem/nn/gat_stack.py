@@ -41,6 +41,8 @@ class GATStack(nn.Module):
             ``heads`` with ``evolving=True``.
         dropout: dropout on every layer's input features.
         attention_dropout: dropout on the attention weights.
+        value_dropout: dropout on every layer's projected features before they are summed
+            (:class:`GATConv`'s ``value_dropout``; the GAT paper's code uses ``dropout`` here too).
         edge_dim: edge feature size, or ``None``.
         score: attention score of every layer (see :class:`GATConv`).
         normalizer: attention normalizer of every layer.
@@ -65,6 +67,7 @@ class GATStack(nn.Module):
         output_heads: int | None = None,
         dropout: float = 0.6,
         attention_dropout: float = 0.6,
+        value_dropout: float = 0.0,
         edge_dim: int | None = None,
         score: str = "gat",
         normalizer: str = "softmax",
@@ -87,7 +90,7 @@ class GATStack(nn.Module):
                                       out_channels if last else hidden_channels,
                                       heads=output_heads if last else heads, concat=not last,
                                       dropout=attention_dropout, edge_dim=edge_dim, score=score,
-                                      normalizer=normalizer))
+                                      normalizer=normalizer, value_dropout=value_dropout))
         self.evolve = (nn.ModuleList(EvolvingAttention(heads, alpha, beta, layout="sparse")
                                      for _ in range(num_layers - 1)) if evolving else None)
         # each layer initialises itself when built; no second draw here, so that a seeded model
