@@ -27,6 +27,7 @@ from pathlib import Path
 
 import rdkit
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from rdkit import Chem, RDLogger
 from rdkit.Chem import Descriptors
 from torch import Tensor
@@ -61,6 +62,9 @@ def descriptor_table(smiles: Sequence[str], cache: bool = True) -> Tensor:
         table = torch.load(path, weights_only=True)
         if table.shape == (len(smiles), len(DESCRIPTOR_NAMES)):
             return table
+    if len(smiles) > 1000:  # about 10 ms a molecule: say why the run is quiet for a while
+        rank_zero_info(f"computing RDKit's {len(DESCRIPTOR_NAMES)} descriptors for {len(smiles)} molecules "
+                       f"(about {len(smiles) // 100} s; cached in {path.parent} for the next run)")
     RDLogger.DisableLog("rdApp.*")
     try:
         table = torch.stack([rdkit_descriptors(text) for text in smiles]) if smiles else (
