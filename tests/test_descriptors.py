@@ -162,3 +162,21 @@ def test_a_training_batch_of_one_molecule_or_atom_uses_the_running_statistics():
     row = _batch(["CCO"]).descriptors
     expected = (row - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
     torch.testing.assert_close(norm(row), expected)
+
+
+def test_a_checkpoint_from_another_descriptor_list_is_refused_in_one_line(tmp_path, monkeypatch):
+    import graphmem.data.molecule_datamodule as datamodule_module
+
+    monkeypatch.setenv("GRAPHMEM_CACHE", str(tmp_path / "cache"))
+    write_tox21(tmp_path, molecule_table(240))
+    run = tmp_path / "run"
+    main(["fit", "--config", RECIPE, "--data.init_args.root", str(tmp_path),
+          "--model.init_args.model.init_args.hidden_channels", "16", "--trainer.max_epochs", "1",
+          "--trainer.enable_progress_bar", "false", "--test_after_fit", "false",
+          "--trainer.default_root_dir", str(run), "--trainer.logger.init_args.save_dir", str(run)])
+    # an RDKit release with one descriptor fewer
+    monkeypatch.setattr(datamodule_module, "DESCRIPTOR_NAMES", DESCRIPTOR_NAMES[:-1])
+    with pytest.raises(GraphmemError, match="descriptor_norm") as refused:
+        main(["predict", "--config", str(next(run.rglob("config.yaml"))), "--ckpt_path", str(next(run.rglob("*.ckpt"))),
+              "--smiles", "CCO", "--out", str(tmp_path / "p.csv")])
+    assert "\n" not in str(refused.value) and not (tmp_path / "p.csv").exists()

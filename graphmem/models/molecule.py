@@ -33,7 +33,8 @@ class SafeBatchNorm1d(nn.BatchNorm1d):
 def mean_probability_logits(a: Tensor, b: Tensor) -> Tensor:
     r"""The logits of :math:`\tfrac12(\sigma(a) + \sigma(b))`, computed in log space so that
     confident logits of either sign stay finite:
-    :math:`\log p - \log(1 - p)` with :math:`\log p = \mathrm{logaddexp}(\log\sigma(a), \log\sigma(b)) - \log 2`."""
+    :math:`\log p - \log(1 - p)` with :math:`\log p = \mathrm{logaddexp}(\log\sigma(a), \log\sigma(b)) - \log 2`
+    and likewise :math:`\log(1 - p)` from :math:`\sigma(-a), \sigma(-b)`; the two :math:`\log 2` cancel."""
     log_p = torch.logaddexp(F.logsigmoid(a), F.logsigmoid(b))
     log_q = torch.logaddexp(F.logsigmoid(-a), F.logsigmoid(-b))
     return log_p - log_q
