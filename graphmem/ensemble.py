@@ -12,6 +12,7 @@ free ``k``, or the folder that ``--trainer.logger.init_args.version`` names)::
         ensemble.json        the manifest: data identity and task names, each member's seed,
                              checkpoint and config (paths relative to this folder)
         test_roc_auc.csv     test ROC-AUC per task of every member and of the ensemble
+        val_roc_auc.csv      the same on the validation set
         seed_0/ seed_1/ ...  one run folder per member (config.yaml, metrics.csv, checkpoints/)
 
 Every member is trained on the same data and split (the split has its own ``split_seed``); only
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "ensemble.json"
 SCORES = "test_roc_auc.csv"
+VAL_SCORES = "val_roc_auc.csv"
 FORMAT = "graphmem-ensemble"
 FORMAT_VERSION = 1
 # what a shipped checkpoint keeps (see export_ensemble): enough to build, check and describe the model
@@ -153,9 +155,9 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
         config["data"]["init_args"]["root"] = None
         shipped.config.write_text(yaml.safe_dump(config, sort_keys=False))
         members.append(shipped)
-    scores = ensemble.manifest.parent / SCORES
-    if scores.is_file():
-        shutil.copyfile(scores, destination / SCORES)
+    for name in (SCORES, VAL_SCORES):
+        if (ensemble.manifest.parent / name).is_file():
+            shutil.copyfile(ensemble.manifest.parent / name, destination / name)
     return load_ensemble(write_manifest(destination, members, ensemble.data))
 
 
@@ -277,26 +279,31 @@ def ensemble_fit(args: list[str]) -> Ensemble:
 
 
 def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
-    """Test ROC-AUC of each member's best checkpoint and of the mean of their probabilities:
-    printed as a table and written to ``folder/test_roc_auc.csv``. ``run`` is the last member's
-    fit; the members differ in their seed only, so its model takes every member's weights (and
-    one copy of the data is kept, not one per member)."""
+    """Validation and test ROC-AUC of each member's best checkpoint and of the mean of their
+    probabilities: printed as tables and written to ``folder/val_roc_auc.csv`` and
+    ``folder/test_roc_auc.csv`` (validation is what chooses between an ensemble and one model).
+    ``run`` is the last member's fit; the members differ in their seed only, so its model takes
+    every member's weights (and one copy of the data is kept, not one per member)."""
     from graphmem.lit.graph import roc_auc_table
     from graphmem.lit.metrics import multitask_roc_auc
 
     datamodule = run.datamodule
     datamodule.setup("test")
-    loader = datamodule.test_dataloader()
-    labels = torch.cat([batch.y for batch in loader])
-    probabilities = []
+    loaders = {"val": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
+    probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in loaders}
     for member in members:
         state = torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
         run.model.load_state_dict(state)
-        probabilities.append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
-    scored = {f"seed {m.seed}": multitask_roc_auc(labels, p) for m, p in zip(members, probabilities)}
-    scored["ensemble"] = multitask_roc_auc(labels, torch.stack(probabilities).mean(dim=0))
+        for part, loader in loaders.items():
+            probabilities[part].append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
     tasks = list(datamodule.molecules.tasks)
-    print(roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}))
-    scores = pd.DataFrame({name: [*per_task, mean] for name, (mean, per_task) in scored.items()},
-                          index=pd.Index([*tasks, "mean"], name="task"))
-    scores.to_csv(folder / SCORES, mode="x")  # the folder was empty when the ensemble began
+    for part, loader in loaders.items():
+        labels = torch.cat([batch.y for batch in loader])
+        scored = {f"seed {m.seed}": multitask_roc_auc(labels, p) for m, p in zip(members, probabilities[part])}
+        scored["ensemble"] = multitask_roc_auc(labels, torch.stack(probabilities[part]).mean(dim=0))
+        print(f"{part} ROC-AUC")
+        print(roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}))
+        scores = pd.DataFrame({name: [*per_task, mean] for name, (mean, per_task) in scored.items()},
+                              index=pd.Index([*tasks, "mean"], name="task"))
+        # the folder was empty when the ensemble began
+        scores.to_csv(folder / (SCORES if part == "test" else VAL_SCORES), mode="x")

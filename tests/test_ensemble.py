@@ -78,14 +78,15 @@ def test_fit_ensemble_trains_one_run_per_seed_and_lists_them(trained):
     assert all(torch.equal(plain[key], states[1][key]) for key in plain)
 
 
-def test_ensemble_scores_are_the_roc_auc_of_the_mean_probability(trained):
+@pytest.mark.parametrize(("part", "csv"), [("test", "test_roc_auc.csv"), ("valid", "val_roc_auc.csv")])
+def test_ensemble_scores_are_the_roc_auc_of_the_mean_probability(trained, part, csv):
     folder = trained["folder"]
     data = MoleculeDataModule(root=str(trained["root"]), batch_size=32)
     data.setup()
-    test = data.splits["test"]
-    labels = torch.cat([graph.y for graph in test]).numpy()
+    graphs = data.splits[part]
+    labels = torch.cat([graph.y for graph in graphs]).numpy()
     members = load_ensemble(folder).members
-    probabilities = [reference_probabilities(m.checkpoint, test).numpy() for m in members]
+    probabilities = [reference_probabilities(m.checkpoint, graphs).numpy() for m in members]
 
     def roc_auc(scores: np.ndarray) -> list[float]:
         labelled = ~np.isnan(labels)
@@ -93,7 +94,7 @@ def test_ensemble_scores_are_the_roc_auc_of_the_mean_probability(trained):
 
     expected = {"seed 0": roc_auc(probabilities[0]), "seed 1": roc_auc(probabilities[1]),
                 "ensemble": roc_auc((probabilities[0] + probabilities[1]) / 2)}
-    scores = pd.read_csv(folder / "test_roc_auc.csv", index_col="task")
+    scores = pd.read_csv(folder / csv, index_col="task")
     assert list(scores.index) == [*TOX21_TASKS, "mean"] and list(scores.columns) == list(expected)
     for column, per_task in expected.items():
         assert np.allclose(scores[column].iloc[:12], per_task, atol=1e-6)
