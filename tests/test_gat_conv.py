@@ -567,3 +567,44 @@ def test_value_dropout_drops_the_summed_features_not_the_scores():
     values = torch.nn.functional.dropout(conv.lin(x).view(-1, 2, 4), 0.5, True)  # the same draw
     expected = torch.zeros(6, 2, 4).index_add_(0, loops[1], alpha.unsqueeze(-1) * values[loops[0]])
     torch.testing.assert_close(out, expected.reshape(6, 8) + conv.bias)
+
+
+def test_input_dropout_draws_one_mask_per_head():
+    """The GAT paper's code drops each head's input on its own: head h of the layer is PyG's
+    one-head GATConv (head h's weights) on x * m_h / (1 - p), the masks one (H, N, F) draw."""
+    torch.manual_seed(0)
+    H, x = 3, torch.randn(6, 5)
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 3, 4, 5, 0, 3]])
+    conv = GATConv(5, 4, heads=H, input_dropout=0.5)
+    plain = GATConv(5, 4, heads=H)
+    plain.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv.eval()(x, edge_index), plain.eval()(x, edge_index))
+
+    torch.manual_seed(1)
+    out = conv.train()(x, edge_index)
+    torch.manual_seed(1)
+    masks = torch.nn.functional.dropout(torch.ones(H, 6, 5), 0.5, True)
+    assert not torch.equal(masks[0], masks[1])
+    for h in range(H):
+        head = pygnn.GATConv(5, 4, heads=1)
+        head.lin.weight.data = conv.lin.weight.data.view(H, 4, 5)[h]
+        head.att_src.data, head.att_dst.data = conv.att_src.data[:, h:h + 1], conv.att_dst.data[:, h:h + 1]
+        head.bias.data = conv.bias.data[4 * h:4 * h + 4]
+        torch.testing.assert_close(out[:, 4 * h:4 * h + 4], head(x * masks[h], edge_index))
+
+
+def test_stack_dropout_per_head_moves_the_input_dropout_into_the_layers():
+    from graphmem.models import GATNodeClassifier
+
+    torch.manual_seed(0)
+    x, edge_index = torch.randn(6, 5), torch.tensor([[0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 0]])
+    model = GATNodeClassifier(5, 3, hidden_channels=4, heads=2, dropout=0.5, dropout_per_head=True)
+    assert [conv.input_dropout for conv in model.stack.convs] == [0.5, 0.5]
+    shared = GATNodeClassifier(5, 3, hidden_channels=4, heads=2, dropout=0.5)
+    assert [conv.input_dropout for conv in shared.stack.convs] == [0.0, 0.0]
+    shared.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model.eval()(x, edge_index), shared.eval()(x, edge_index))
+    model.train()
+    x.requires_grad_(True)
+    model(x, edge_index).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

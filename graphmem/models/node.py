@@ -29,6 +29,8 @@ class GATNodeClassifier(GATStackModel):
         score: attention score of both layers (see :class:`~graphmem.nn.GATConv`).
         value_dropout: dropout on each layer's projected features before they are summed; the
             GAT paper's code uses ``dropout`` here as well (:class:`~graphmem.nn.GATConv`).
+        dropout_per_head: draw the input dropout for every head on its own, as the GAT paper's
+            code does (:class:`~graphmem.nn.GATStack`).
 
     Shapes:
         - input: ``x`` :math:`(N, F)`, ``edge_index`` :math:`(2, E)`
@@ -39,11 +41,11 @@ class GATNodeClassifier(GATStackModel):
 
     def __init__(self, in_channels: int, num_classes: int, hidden_channels: int = 8, heads: int = 8,
                  output_heads: int = 1, dropout: float = 0.6, score: str = "gat",
-                 value_dropout: float = 0.0) -> None:
+                 value_dropout: float = 0.0, dropout_per_head: bool = False) -> None:
         super().__init__()
         self.stack = GATStack(in_channels, hidden_channels, num_classes, num_layers=2, heads=heads,
                               output_heads=output_heads, dropout=dropout, attention_dropout=dropout, score=score,
-                              value_dropout=value_dropout)
+                              value_dropout=value_dropout, dropout_per_head=dropout_per_head)
 
     @property
     def conv1(self) -> GATConv:

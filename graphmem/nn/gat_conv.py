@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import warnings
-
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,6 +24,21 @@ from graphmem.nn.attention_message_passing import (
 )
 
 PairTensor = tuple[Tensor, Tensor | None]
+
+
+def head_dropout_linear(x: Tensor, lin: Linear, heads: int, p: float, training: bool) -> Tensor:
+    r"""``lin(x)`` viewed as ``(N, H, C)``, with dropout on ``x`` drawn for every head on its own
+    during training: head :math:`h` reads :math:`(m_h \odot x) W_h^\top / (1 - p)`, the masks
+    :math:`m` one Bernoulli draw of shape ``(H, N, F)`` (``F.dropout`` of ``x`` repeated ``H``
+    times). The GAT paper's code drops each head's input separately like this; one mask shared
+    by all heads (dropout before the layer) is the same noise per head but not across heads."""
+    if not (training and p):
+        return lin(x).view(x.size(0), heads, -1)
+    if torch.nn.parameter.is_lazy(lin.weight):
+        lin(x)  # a lazy layer learns its input size on its first call
+    weight = lin.weight.view(heads, -1, x.size(-1))
+    dropped = F.dropout(x.expand(heads, *x.shape), p, True)
+    return torch.bmm(dropped, weight.transpose(1, 2)).transpose(0, 1)
 
 
 class GATFamily(AttentionMessagePassing):
@@ -131,6 +146,9 @@ class GATConv(GATFamily):
             :math:`W h_j` in the sum, after the attention scores are computed from them, as the
             GAT paper's code does (it drops a layer's input and, again, its projected features).
             Not in PyG's layer; 0 (the default) keeps the two layers' outputs equal.
+        input_dropout: dropout on the input features, drawn for every head on its own (see
+            :func:`head_dropout_linear`), as the GAT paper's code does. Not in PyG's layer,
+            whose callers drop the input once for all heads; 0 (the default) leaves it to them.
         **kwargs: MessagePassing's ``aggr`` (default ``"add"``), ``aggr_kwargs``,
             ``decomposed_layers``.
 
@@ -160,6 +178,7 @@ class GATConv(GATFamily):
         score: str = "gat",
         normalizer: str = "softmax",
         value_dropout: float = 0.0,
+        input_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -177,6 +196,7 @@ class GATConv(GATFamily):
         self.negative_slope = negative_slope
         self.dropout = dropout
         self.value_dropout = value_dropout
+        self.input_dropout = input_dropout
         self.add_self_loops = add_self_loops
         self.edge_dim = edge_dim
         self.fill_value = fill_value
@@ -229,16 +249,14 @@ class GATConv(GATFamily):
 
     def _project(self, x: Tensor | PairTensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Per-head projections ``(N, H, C)`` of source and target features, and the residual."""
-        H, C = self.heads, self.out_channels
         x_src, x_dst = (x, x) if isinstance(x, Tensor) else x
         res = self.res(x_dst) if self.res is not None and x_dst is not None else None
-        lin_src = self.lin if self.lin is not None else self.lin_src
-        lin_dst = self.lin if self.lin is not None else self.lin_dst
+        project = partial(head_dropout_linear, heads=self.heads, p=self.input_dropout, training=self.training)
         if isinstance(x, Tensor) and self.lin is not None:
-            h_src = h_dst = self.lin(x).view(-1, H, C)
+            h_src = h_dst = project(x, self.lin)
         else:
-            h_src = lin_src(x_src).view(-1, H, C)
-            h_dst = lin_dst(x_dst).view(-1, H, C) if x_dst is not None else None
+            h_src = project(x_src, self.lin if self.lin is not None else self.lin_src)
+            h_dst = project(x_dst, self.lin if self.lin is not None else self.lin_dst) if x_dst is not None else None
         return h_src, h_dst, res
 
     def forward(
@@ -295,4 +313,6 @@ class GATConv(GATFamily):
             extra.append(f"score={self.score!r}")
         if self.normalizer != "softmax":
             extra.append(f"normalizer={self.normalizer!r}")
+        if self.input_dropout:
+            extra.append(f"input_dropout={self.input_dropout}")
         return ", ".join(str(e) for e in extra)

@@ -21,7 +21,8 @@ class GATStack(nn.Module):
             W^{(l),k} h^{(l)}_j\Big), \qquad
         y_i = \frac1H \sum_{k=1}^{H} \sum_j \alpha^{(L),k}_{ij} W^{(L),k} h^{(L-1)}_j
 
-    with dropout on the input of every layer. With ``evolving=True`` the attention of layer
+    with dropout on the input of every layer (one mask for all heads, or with
+    ``dropout_per_head=True`` one per head, as the GAT paper's code draws it). With ``evolving=True`` the attention of layer
     :math:`l > 1` is :class:`EvolvingAttention` over the edge list (``layout="sparse"``):
     :math:`A_{\text{in}}^{l} = \alpha \hat A^{l-1} + (1 - \alpha) S^{l}`,
     :math:`\alpha^{(l)} = \operatorname{softmax}(\beta\, \mathrm{ReLU}(W A_{\text{in}}^{l})
@@ -43,6 +44,8 @@ class GATStack(nn.Module):
         attention_dropout: dropout on the attention weights.
         value_dropout: dropout on every layer's projected features before they are summed
             (:class:`GATConv`'s ``value_dropout``; the GAT paper's code uses ``dropout`` here too).
+        dropout_per_head: draw the input dropout for every head on its own
+            (:class:`GATConv`'s ``input_dropout``) instead of once per layer.
         edge_dim: edge feature size, or ``None``.
         score: attention score of every layer (see :class:`GATConv`).
         normalizer: attention normalizer of every layer.
@@ -68,6 +71,7 @@ class GATStack(nn.Module):
         dropout: float = 0.6,
         attention_dropout: float = 0.6,
         value_dropout: float = 0.0,
+        dropout_per_head: bool = False,
         edge_dim: int | None = None,
         score: str = "gat",
         normalizer: str = "softmax",
@@ -83,6 +87,7 @@ class GATStack(nn.Module):
             raise ValueError(f"evolving attention needs the same heads in every layer; got heads={heads}, "
                              f"output_heads={output_heads}")
         self.dropout = dropout
+        self.dropout_per_head = dropout_per_head
         self.convs = nn.ModuleList()
         for layer in range(num_layers):
             last = layer == num_layers - 1
@@ -90,7 +95,8 @@ class GATStack(nn.Module):
                                       out_channels if last else hidden_channels,
                                       heads=output_heads if last else heads, concat=not last,
                                       dropout=attention_dropout, edge_dim=edge_dim, score=score,
-                                      normalizer=normalizer, value_dropout=value_dropout))
+                                      normalizer=normalizer, value_dropout=value_dropout,
+                                      input_dropout=dropout if dropout_per_head else 0.0))
         self.evolve = (nn.ModuleList(EvolvingAttention(heads, alpha, beta, layout="sparse")
                                      for _ in range(num_layers - 1)) if evolving else None)
         # each layer initialises itself when built; no second draw here, so that a seeded model
@@ -114,7 +120,8 @@ class GATStack(nn.Module):
         previous: Tensor | None = None
         last = len(self.convs) - 1
         for layer, conv in enumerate(self.convs):
-            x = F.dropout(x, self.dropout, self.training)
+            if not self.dropout_per_head:
+                x = F.dropout(x, self.dropout, self.training)
             transform = None
             if self.evolve is not None and previous is not None:
                 transform = partial(self.evolve[layer - 1], previous=previous)
@@ -131,7 +138,7 @@ class GATStack(nn.Module):
         return (x, attention) if return_attention_weights else x
 
     def extra_repr(self) -> str:
-        return f"dropout={self.dropout}"
+        return f"dropout={self.dropout}" + (", dropout_per_head=True" if self.dropout_per_head else "")
 
 
 
