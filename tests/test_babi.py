@@ -433,3 +433,22 @@ def test_sum_reduction_scales_the_training_loss_by_the_batch():
     assert torch.allclose(task.training_step((story, question, answer, tasks), 0), expected)
     with pytest.raises(ValueError, match="optimizer"):
         QATask(model, optimizer="rmsprop")
+
+
+def test_ntm_qa_answer_steps_feed_the_question_again():
+    """answer_steps=K: the NTM's input is the statements, then K flagged copies of the question
+    (built here by hand from the encoder and fed to the NTM directly)."""
+    torch.manual_seed(0)
+    model = NTMQA(vocab_size=15, embedding_dim=6, memory_size=8, memory_width=5, controller_size=12,
+                  answer_steps=3)
+    story, question = torch.randint(1, 15, (2, 4, 5)), torch.randint(1, 15, (2, 5))
+    sentences, asked = model.encoder(story), model.encoder(question)
+    steps = torch.cat([torch.cat([sentences, torch.zeros(2, 4, 1)], -1),
+                       torch.cat([asked, torch.ones(2, 1)], -1).unsqueeze(1).repeat(1, 3, 1)], 1)
+    expected, _ = model.ntm(steps.transpose(0, 1))
+    torch.testing.assert_close(model(story, question), expected[-1])
+    one = NTMQA(vocab_size=15, embedding_dim=6, memory_size=8, memory_width=5, controller_size=12)
+    one.load_state_dict(model.state_dict())
+    assert not torch.allclose(one(story, question), model(story, question))
+    with pytest.raises(ValueError, match="answer_steps must be at least 1"):
+        NTMQA(vocab_size=15, answer_steps=0)

@@ -14,11 +14,15 @@ class NTMQA(nn.Module):
 
     Each statement and the question become one vector, :math:`s_i = \sum_j l_j \odot E x_{ij}`
     (position-encoded bag of words, :class:`SentenceEncoder`). The NTM reads the statements
-    in order, then the question with a flag set, and the answer is read from its last output:
+    in order, then the question with a flag set, ``answer_steps`` (:math:`K`) times, and the
+    answer is read from its last output:
 
     .. math::
-        y_{1..S+1} = \mathrm{NTM}\big([s_1, 0], \dots, [s_S, 0], [q, 1]\big), \qquad
-        \hat a = y_{S+1}.
+        y_{1..S+K} = \mathrm{NTM}\big([s_1, 0], \dots, [s_S, 0],
+            \underbrace{[q, 1], \dots, [q, 1]}_{K}\big), \qquad \hat a = y_{S+K}.
+
+    With :math:`K > 1` the heads address the memory :math:`K` times after the question is
+    known, as a memory network's hops do (one step can only look up one fact).
 
     Unlike :class:`MemoryNetwork`, which keeps every statement as a memory slot, the NTM must
     decide what to write while it reads, before it knows the question.
@@ -28,6 +32,7 @@ class NTMQA(nn.Module):
         embedding_dim: size of a sentence vector.
         position_encoding: ``"paper"``/``True``, ``"centred"`` or ``"none"``/``False`` (bag of
             words), see :class:`~graphmem.models.SentenceEncoder`.
+        answer_steps: steps on the question before the answer, :math:`K \ge 1`.
         compile_step: compile the NTM's step (see :class:`graphmem.memory.NTM`).
         **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
             ``memory_width``, ``controller_size``, heads, ...).
@@ -39,9 +44,12 @@ class NTMQA(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool | str = True,
-                 compile_step: bool = False, **ntm_options) -> None:
+                 answer_steps: int = 1, compile_step: bool = False, **ntm_options) -> None:
         super().__init__()
+        if answer_steps < 1:
+            raise ValueError(f"answer_steps must be at least 1, got {answer_steps}")
         self.vocab_size = vocab_size
+        self.answer_steps = answer_steps
         self.encoder = SentenceEncoder(vocab_size, embedding_dim, position_encoding)
         self.ntm = NTM(embedding_dim + 1, vocab_size, compile_step=compile_step, **ntm_options)
 
@@ -57,9 +65,10 @@ class NTMQA(nn.Module):
         order = (torch.arange(slots, device=story.device) + count.unsqueeze(-1)) % slots
         story = story.gather(1, order.unsqueeze(-1).expand_as(story))[:, slots - int(count.max().clamp_min(1)):]
         sentences = self.encoder(story)  # (B, S', d)
-        steps = torch.cat([sentences, self.encoder(question).unsqueeze(1)], 1)  # (B, S' + 1, d)
+        asked = self.encoder(question).unsqueeze(1).expand(-1, self.answer_steps, -1)
+        steps = torch.cat([sentences, asked], 1)  # (B, S' + K, d)
         flag = torch.zeros_like(steps[..., :1])
-        flag[:, -1] = 1.0  # marks the question
+        flag[:, -self.answer_steps:] = 1.0  # marks the question
         steps = torch.cat([steps, flag], -1)
-        output, _ = self.ntm(steps.transpose(0, 1))  # time first: (S' + 1, B, V)
+        output, _ = self.ntm(steps.transpose(0, 1))  # time first: (S' + K, B, V)
         return output[-1]
