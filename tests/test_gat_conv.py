@@ -13,6 +13,7 @@ from torch_geometric.loader import DataLoader
 
 from graphmem import checks
 from graphmem.nn import GATConv
+from graphmem.nn.gat_conv import head_dropout_linear
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -608,3 +609,27 @@ def test_stack_dropout_per_head_moves_the_input_dropout_into_the_layers():
     x.requires_grad_(True)
     model(x, edge_index).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_input_dropout_of_sparse_features_drops_each_heads_nonzeros():
+    """Bag-of-words input (one nonzero per row here): head h's row is either dropped whole or
+    x W_h / (1 - p), independently per head and row, about a fraction p of them dropped."""
+    torch.manual_seed(0)
+    H, N, F_in, p = 4, 400, 50, 0.6
+    x = torch.zeros(N, F_in)
+    x[torch.arange(N), torch.randint(0, F_in, (N,))] = torch.rand(N) + 0.5
+    lin = pygnn.dense.Linear(F_in, H * 3, bias=False)
+    out = head_dropout_linear(x, lin, H, p, training=True)
+    full = (x @ lin.weight.T).view(N, H, 3) / (1 - p)
+    kept = out.abs().sum(-1) > 0
+    torch.testing.assert_close(out[kept], full[kept])
+    assert (out[~kept] == 0).all()
+    assert abs(float((~kept).float().mean()) - p) < 0.05
+    assert not torch.equal(kept[:, 0], kept[:, 1])
+    torch.testing.assert_close(head_dropout_linear(x, lin, H, p, training=False), full * (1 - p))
+    # gradients reach the weights of kept terms only: against the dense formula with the same masks
+    lin.weight.grad = None
+    out.sum().backward()
+    masks = kept.T.unsqueeze(-1).float() / (1 - p) * torch.ones(H, N, F_in)  # (H, N, F) for each row's one nonzero
+    expected = torch.einsum("hnf,nhc->hcf", masks * x, torch.ones(N, H, 3)).reshape(H * 3, F_in)
+    torch.testing.assert_close(lin.weight.grad, expected)

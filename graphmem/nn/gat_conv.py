@@ -28,17 +28,29 @@ PairTensor = tuple[Tensor, Tensor | None]
 
 def head_dropout_linear(x: Tensor, lin: Linear, heads: int, p: float, training: bool) -> Tensor:
     r"""``lin(x)`` viewed as ``(N, H, C)``, with dropout on ``x`` drawn for every head on its own
-    during training: head :math:`h` reads :math:`(m_h \odot x) W_h^\top / (1 - p)`, the masks
-    :math:`m` one Bernoulli draw of shape ``(H, N, F)`` (``F.dropout`` of ``x`` repeated ``H``
-    times). The GAT paper's code drops each head's input separately like this; one mask shared
-    by all heads (dropout before the layer) is the same noise per head but not across heads."""
+    during training: head :math:`h` reads :math:`(m_h \odot x) W_h^\top / (1 - p)` with
+    independent Bernoulli masks :math:`m_h`. The GAT paper's code drops each head's input
+    separately like this; one mask shared by all heads (dropout before the layer) is the same
+    noise per head but not across heads.
+
+    A dense ``x`` gets one ``(H, N, F)`` draw (``F.dropout`` of ``x`` repeated ``H`` times). A
+    sparse one (at most a quarter of its entries nonzero, as bag-of-words features are) gets
+    one draw per head and nonzero entry only, since dropping a zero changes nothing: the
+    ``(H, N, F)`` tensor would cost ``H`` times the input's memory (400 MB on CiteSeer)."""
     if not (training and p):
         return lin(x).view(x.size(0), heads, -1)
     if torch.nn.parameter.is_lazy(lin.weight):
         lin(x)  # a lazy layer learns its input size on its first call
-    weight = lin.weight.view(heads, -1, x.size(-1))
-    dropped = F.dropout(x.expand(heads, *x.shape), p, True)
-    return torch.bmm(dropped, weight.transpose(1, 2)).transpose(0, 1)
+    weight = lin.weight.view(heads, -1, x.size(-1))  # (H, C, F)
+    nonzero = x.nonzero()
+    if 4 * nonzero.size(0) > x.numel():
+        dropped = F.dropout(x.expand(heads, *x.shape), p, True)
+        return torch.bmm(dropped, weight.transpose(1, 2)).transpose(0, 1)
+    rows, columns = nonzero.unbind(1)
+    values = F.dropout(x[rows, columns].expand(heads, -1), p, True)  # (H, nnz)
+    terms = values.unsqueeze(-1) * weight[:, :, columns].transpose(1, 2)  # (H, nnz, C)
+    out = terms.new_zeros(heads, x.size(0), weight.size(1)).index_add_(1, rows, terms)
+    return out.transpose(0, 1)
 
 
 class GATFamily(AttentionMessagePassing):
