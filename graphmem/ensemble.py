@@ -289,7 +289,7 @@ def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
 
     datamodule = run.datamodule
     datamodule.setup("test")
-    loaders = {"val": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
+    loaders = {"validation": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
     probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in loaders}
     for member in members:
         state = torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -301,8 +301,7 @@ def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
         labels = torch.cat([batch.y for batch in loader])
         scored = {f"seed {m.seed}": multitask_roc_auc(labels, p) for m, p in zip(members, probabilities[part])}
         scored["ensemble"] = multitask_roc_auc(labels, torch.stack(probabilities[part]).mean(dim=0))
-        print(f"{part} ROC-AUC")
-        print(roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}))
+        print(roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}, part))
         scores = pd.DataFrame({name: [*per_task, mean] for name, (mean, per_task) in scored.items()},
                               index=pd.Index([*tasks, "mean"], name="task"))
         # the folder was empty when the ensemble began

@@ -28,8 +28,9 @@ def masked_bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
     return F.binary_cross_entropy_with_logits(logits[labelled], target[labelled])
 
 
-def roc_auc_table(names: Sequence[str], columns: Mapping[str, tuple[Sequence[float], float]]) -> str:
-    """A Markdown table of test ROC-AUC per task in the given order, one column per model
+def roc_auc_table(names: Sequence[str], columns: Mapping[str, tuple[Sequence[float], float]],
+                  part: str = "test") -> str:
+    """A Markdown table of ROC-AUC per task on ``part`` in the given order, one column per model
     (``{header: (per_task, mean)}``, e.g. an ensemble's members and the ensemble), with the mean
     over tasks in the last row."""
     def row(name: str, values: Iterable[float]) -> str:
@@ -38,7 +39,7 @@ def roc_auc_table(names: Sequence[str], columns: Mapping[str, tuple[Sequence[flo
     rows = ["| task | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
     rows += [row(name, (per_task[i] for per_task, _ in columns.values())) for i, name in enumerate(names)]
     rows.append(row("mean", (mean for _, mean in columns.values())))
-    return "per-task test ROC-AUC:\n" + "\n".join(rows)
+    return f"per-task {part} ROC-AUC:\n" + "\n".join(rows)
 
 
 class GraphPropertyTask(L.LightningModule):
