@@ -290,6 +290,7 @@ def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
     datamodule = run.datamodule
     datamodule.setup("test")
     loaders = {"validation": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
+    files = {"validation": VAL_SCORES, "test": SCORES}
     probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in loaders}
     for member in members:
         state = torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
@@ -304,5 +305,4 @@ def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
         print(roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}, part))
         scores = pd.DataFrame({name: [*per_task, mean] for name, (mean, per_task) in scored.items()},
                               index=pd.Index([*tasks, "mean"], name="task"))
-        # the folder was empty when the ensemble began
-        scores.to_csv(folder / (SCORES if part == "test" else VAL_SCORES), mode="x")
+        scores.to_csv(folder / files[part], mode="x")  # the folder was empty when the ensemble began

@@ -42,11 +42,10 @@ def head_dropout_linear(x: Tensor, lin: Linear, heads: int, p: float, training: 
     if torch.nn.parameter.is_lazy(lin.weight):
         lin(x)  # a lazy layer learns its input size on its first call
     weight = lin.weight.view(heads, -1, x.size(-1))  # (H, C, F)
-    nonzero = x.nonzero()
-    if 4 * nonzero.size(0) > x.numel():
+    if 4 * int(torch.count_nonzero(x)) > x.numel():
         dropped = F.dropout(x.expand(heads, *x.shape), p, True)
         return torch.bmm(dropped, weight.transpose(1, 2)).transpose(0, 1)
-    rows, columns = nonzero.unbind(1)
+    rows, columns = x.nonzero().unbind(1)
     values = F.dropout(x[rows, columns].expand(heads, -1), p, True)  # (H, nnz)
     terms = values.unsqueeze(-1) * weight[:, :, columns].transpose(1, 2)  # (H, nnz, C)
     out = terms.new_zeros(heads, x.size(0), weight.size(1)).index_add_(1, rows, terms)
