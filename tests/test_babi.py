@@ -394,6 +394,24 @@ def test_per_parameter_clipping_scales_each_gradient_to_its_own_norm():
     assert torch.allclose(small.grad, before_small)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weight_decay_adds_its_penalty_to_every_gradient(optimizer):
+    torch.manual_seed(0)
+    task = QATask(NTMQA(vocab_size=15, embedding_dim=4, memory_size=3, memory_width=2, controller_size=4),
+                  lr=0.1, optimizer=optimizer, weight_decay=0.25, lr_decay_every=0)
+    before = [p.detach().clone() for p in task.parameters()]
+    for p in task.parameters():
+        p.grad = torch.ones_like(p)
+    task.configure_optimizers().step()
+    for p, w in zip(task.parameters(), before):
+        g = 1 + 0.25 * w  # the gradient with the L2 penalty's, g + lambda w
+        # SGD: w - lr g; Adam's first step: w - lr g / (|g| + eps), bias corrections cancelling
+        expected = w - 0.1 * (g if optimizer == "sgd" else g / (g.abs() + 1e-8))
+        torch.testing.assert_close(p.detach(), expected)
+    with pytest.raises(ValueError, match="weight_decay must be at least 0"):
+        QATask(NTMQA(vocab_size=15), weight_decay=-1.0)
+
+
 def test_temporal_encoding_clipped_with_each_hops_word_table():
     # the authors' code: T^k is M rows of embedding k's lookup table, clipped with it as one matrix
     torch.manual_seed(0)

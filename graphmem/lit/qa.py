@@ -72,12 +72,15 @@ class QATask(L.LightningModule):
         optimizer: ``"adam"`` or ``"sgd"`` (plain, no momentum).
         loss_reduction: the training loss over a batch, ``"mean"`` or ``"sum"``.
         clip_per_parameter: clip each parameter's gradient to this L2 norm (``None``: off).
+        weight_decay: the optimizer's L2 penalty, :math:`g \leftarrow g + \lambda w` (as
+            ``torch.optim.Adam``/``SGD`` apply it): a lever against overfitting (the NTM reader
+            reaches training accuracy 1.0 on the 1k stories while validation stays near 0.60).
     """
 
     def __init__(self, model: nn.Module, lr: float = 0.01, lr_decay_every: int = 25,
                  linear_start_epochs: int = 0, linear_start_lr: float | None = None, failure_threshold: float = 0.05,
                  optimizer: Literal["adam", "sgd"] = "adam", loss_reduction: Literal["mean", "sum"] = "mean",
-                 clip_per_parameter: float | None = None) -> None:
+                 clip_per_parameter: float | None = None, weight_decay: float = 0.0) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
@@ -87,6 +90,8 @@ class QATask(L.LightningModule):
             raise ValueError(f"linear_start_lr must be positive, got {linear_start_lr}")
         if clip_per_parameter is not None and clip_per_parameter <= 0:
             raise ValueError(f"clip_per_parameter must be positive, got {clip_per_parameter}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be at least 0, got {weight_decay}")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self._test_counts: dict[int, list[int]] = {}  # task -> [wrong, total]
@@ -175,7 +180,8 @@ class QATask(L.LightningModule):
         return 0.5 ** (epoch // decay_every) if decay_every else 1.0
 
     def configure_optimizers(self):
-        optimizer = OPTIMIZERS[self.hparams.optimizer](self.parameters(), lr=self.hparams.lr)
+        optimizer = OPTIMIZERS[self.hparams.optimizer](self.parameters(), lr=self.hparams.lr,
+                                                       weight_decay=self.hparams.get("weight_decay", 0.0))
         if not self.hparams.lr_decay_every and self.hparams.get("linear_start_lr") is None:
             return optimizer
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor)
