@@ -164,6 +164,30 @@ def test_compiled_ntm_step_matches_eager():
     torch.testing.assert_close(twin(inputs)[0], eager(inputs)[0], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
+def test_compiled_ntm_step_compiles_once_per_grad_mode():
+    """Step 0 shares the later steps' graph, and a new batch size, ``no_grad`` and
+    ``inference_mode`` add one graph each: 4 in all, under dynamo's recompile limit of 8, which
+    a Lightning fit, validate and test used to exceed (the step then fell back to eager)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    options = dict(memory_size=8, memory_width=4, controller_size=8)
+    eager = NTM(3, 2, **options)
+    compiled = NTM(3, 2, compile_step=True, **options)
+    compiled.load_state_dict(eager.state_dict())
+    for batch in (6, 6, 5):
+        inputs = torch.randn(4, batch, 3)
+        for model in (eager, compiled):
+            model(inputs)[0].sum().backward()
+    for mode in (torch.no_grad, torch.inference_mode):
+        for batch in (6, 2):
+            inputs = torch.randn(4, batch, 3)
+            with mode():
+                torch.testing.assert_close(compiled(inputs)[0], eager(inputs)[0], atol=1e-5, rtol=1e-4)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4
+
+
 @pytest.mark.parametrize("recipe, sizes, keys", [
     ("ntm_repeat_copy", "[[2, 3], 4]", ["2x3", "4"]),  # a fixed count, and a count from the training range
     ("ntm_associative_recall", "[3, 12]", ["3", "12"]),  # item counts, not the 3 scored answer steps
