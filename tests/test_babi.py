@@ -320,6 +320,48 @@ def test_memory_network_every_score_and_normalizer_by_hand(score, normalizer, li
     torch.testing.assert_close(logits, ref_logits)
 
 
+@pytest.mark.parametrize("empty_slots", ["mask", "attend"])
+def test_layerwise_tying_by_hand(empty_slots):
+    # the paper's RNN-like tying: one A and one C (with T_A, T_C) for all hops, B and W of their
+    # own, u^{k+1} = H u^k + sum_i p_i c_i
+    torch.manual_seed(0)
+    model = MemoryNetwork(vocab_size=12, embedding_dim=5, hops=3, memory_size=4, position_encoding=False,
+                          noise=0.0, tying="layerwise", empty_slots=empty_slots).double().eval()
+    story = torch.tensor([[[1, 2, 3], [4, 5, 0], [6, 0, 0], [0, 0, 0]], [[7, 8, 0], [9, 1, 2], [0, 0, 0], [0, 0, 0]]])
+    question = torch.tensor([[7, 8, 0], [3, 0, 0]])
+    logits, attention = model(story, question, return_attention_weights=True)
+    B, A, C = (e.embedding.weight for e in model.embeddings)
+    H, W = model.hop_map.weight, model.answer.weight
+    for b in range(2):
+        n = int(story[b].ne(0).any(-1).sum())
+        ages = torch.arange(n - 1, -1, -1)
+        m = A[story[b, :n]].sum(-2) + model.temporal[0, ages]
+        c = C[story[b, :n]].sum(-2) + model.temporal[1, ages]
+        u = B[question[b]].sum(-2)
+        for hop in range(3):
+            s = m @ u
+            if empty_slots == "mask":
+                p = torch.softmax(s, 0)
+            else:  # the empty slots: logit 0, value 0
+                p = s.exp() / (s.exp().sum() + 4 - n)
+            torch.testing.assert_close(attention[b, hop, :n], p)
+            u = H @ u + p @ c
+        torch.testing.assert_close(logits[b], W @ u)
+    logits.sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert model.temporal.shape == (2, 4, 5) and len(model.embeddings) == 3
+    assert "tying='layerwise'" in repr(model) and "tying" not in repr(MemoryNetwork(vocab_size=5))
+    # per-matrix clipping with the time words: [A; T_A] and [C; T_C] are one matrix each, B alone
+    model.clip_temporal_with_words = True
+    groups = model.gradient_groups()
+    assert sorted(len(g) for g in groups) == [1, 1, 1, 2, 2]
+    assert any(g[0] is A.grad and g[1].data_ptr() == model.temporal.grad[0].data_ptr() for g in groups)
+    assert any(g[0] is C.grad and g[1].data_ptr() == model.temporal.grad[1].data_ptr() for g in groups)
+    with pytest.raises(ValueError, match="unknown tying 'shared'; choose one of adjacent, layerwise"):
+        MemoryNetwork(vocab_size=5, tying="shared")
+
+
 def test_memory_network_rejects_unknown_score_and_normalizer():
     with pytest.raises(ValueError, match="unknown score 'euclid'; choose one of gat, gatv2, additive"):
         MemoryNetwork(vocab_size=5, score="euclid")

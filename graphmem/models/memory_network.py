@@ -12,6 +12,7 @@ from graphmem.attention import attention, check_attention_options, make_score
 from graphmem.models.sentence_encoding import SentenceEncoder, unique_sentences
 
 EMPTY_SLOTS = ("mask", "attend")
+TYINGS = ("adjacent", "layerwise")
 
 
 class MemoryNetwork(nn.Module):
@@ -51,8 +52,12 @@ class MemoryNetwork(nn.Module):
       unchanged (a zero key scores 0 with the dot score). The authors' joint runs have
       :math:`M = 50`; their single-task runs use the longest training story as :math:`M`.
 
-    Weights are tied between adjacent hops: :math:`A^{k+1} = C^k`, :math:`B = A^1` and
-    :math:`W^\top = C^K` (so there are :math:`K + 1` embeddings). With
+    Weights are tied between adjacent hops by default (``tying="adjacent"``): :math:`A^{k+1} = C^k`,
+    :math:`B = A^1` and :math:`W^\top = C^K` (so there are :math:`K + 1` embeddings and
+    :math:`K + 1` temporal tables). ``tying="layerwise"`` is the paper's other scheme (RNN-like,
+    sec. 2.2): one :math:`A` and one :math:`C` (and :math:`T_A`, :math:`T_C`) for every hop, a
+    question embedding :math:`B` and an answer matrix :math:`W` of their own, and a learned
+    :math:`d \times d` map between hops, :math:`u^{k+1} = H u^k + \sum_i p^k_i c_i`. With
     :attr:`linear_start` set, the hops use the core's ``"none"`` normalizer
     (:math:`p^k_i = s(m^k_i, u^k)`), the paper's "linear start" that avoids poor local minima
     in the first epochs; the training module turns it off after a number of epochs.
@@ -73,6 +78,7 @@ class MemoryNetwork(nn.Module):
             parameters (``scorer``) is shared by all hops, like the tied embeddings.
         normalizer: a name of :data:`graphmem.attention.NORMALIZERS` (default ``"softmax"``).
         empty_slots: ``"mask"`` (default) or ``"attend"`` (the authors' code), see above.
+        tying: ``"adjacent"`` (default) or ``"layerwise"``, see above.
         clip_temporal_with_words: per-matrix gradient clipping (:class:`~graphmem.lit.QATask`'s
             ``clip_per_parameter``) clips :math:`T^k` together with the word table of embedding
             :math:`k`, as one matrix, rather than all of :math:`T` as one; see
@@ -100,12 +106,15 @@ class MemoryNetwork(nn.Module):
         normalizer: str = "softmax",
         empty_slots: Literal["mask", "attend"] = "mask",
         clip_temporal_with_words: bool = False,
+        tying: Literal["adjacent", "layerwise"] = "adjacent",
     ) -> None:
         super().__init__()
         if hops < 1:
             raise ValueError(f"need at least one hop, got {hops}")
         if empty_slots not in EMPTY_SLOTS:
             raise ValueError(f"unknown empty_slots {empty_slots!r}; choose one of {', '.join(EMPTY_SLOTS)}")
+        if tying not in TYINGS:
+            raise ValueError(f"unknown tying {tying!r}; choose one of {', '.join(TYINGS)}")
         check_attention_options(score, normalizer)
         self.empty_slots = empty_slots
         self.clip_temporal_with_words = clip_temporal_with_words
@@ -116,12 +125,21 @@ class MemoryNetwork(nn.Module):
         self.memory_size = memory_size
         self.noise = noise
         self.linear_start = False
+        self.tying = tying
+        # embedding 0 encodes the question; the memories use embeddings 1.. with layer-wise
+        # tying (B, A, C), 0.. with adjacent tying (A^1 = B, ..., C^K): the temporal table t
+        # belongs to embedding t + memory_offset
+        self.memory_offset = int(tying == "layerwise")
+        tables = 3 if tying == "layerwise" else hops + 1
         self.embeddings = nn.ModuleList(SentenceEncoder(vocab_size, embedding_dim, position_encoding)
-                                        for _ in range(hops + 1))
+                                        for _ in range(tables))
         if temporal_encoding:
-            self.temporal = nn.Parameter(torch.empty(hops + 1, memory_size, embedding_dim))
+            self.temporal = nn.Parameter(torch.empty(tables - self.memory_offset, memory_size, embedding_dim))
         else:
             self.register_parameter("temporal", None)
+        layerwise = tying == "layerwise"
+        self.hop_map = nn.Linear(embedding_dim, embedding_dim, bias=False) if layerwise else None  # H
+        self.answer = nn.Linear(embedding_dim, vocab_size, bias=False) if layerwise else None  # W
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -129,6 +147,9 @@ class MemoryNetwork(nn.Module):
             embedding.reset_parameters()
         if self.temporal is not None:
             nn.init.normal_(self.temporal, std=0.1)
+        for linear in (self.hop_map, self.answer):
+            if linear is not None:  # N(0, 0.1) as every weight of the authors' code
+                nn.init.normal_(linear.weight, std=0.1)
         self.scorer.reset_parameters()
 
     def gradient_groups(self) -> list[list[Tensor]]:
@@ -147,8 +168,9 @@ class MemoryNetwork(nn.Module):
         alone = {id(self.temporal), *map(id, tables)} if joint else set()
         groups = [[p.grad] for p in self.parameters() if p.grad is not None and id(p) not in alone]
         if joint:
-            groups += [[table.grad, self.temporal.grad[k]] for k, table in enumerate(tables)
-                       if table.grad is not None]
+            offset = self.memory_offset
+            groups += [[table.grad, self.temporal.grad[k - offset]] if k >= offset else [table.grad]
+                       for k, table in enumerate(tables) if table.grad is not None]
         return groups
 
     def _ages(self, mask: Tensor) -> Tensor:
@@ -161,16 +183,16 @@ class MemoryNetwork(nn.Module):
             ages = ages + empty.flip(-1).cumsum(-1).flip(-1) - empty
         return ages.clamp_max(self.memory_size - 1)
 
-    def _memory(self, hop: int, sentences: Tensor, inverse: Tensor, ages: Tensor, mask: Tensor) -> Tensor:
-        """Keys (or values) of hop ``hop``, ``(B, S, d)``; empty slots are zero."""
+    def _memory(self, table: int, sentences: Tensor, inverse: Tensor, ages: Tensor, mask: Tensor) -> Tensor:
+        """The story in embedding ``table`` with its temporal encoding, ``(B, S, d)``; empty slots are zero."""
         # index_select and embedding rather than [...]: their backward is an index_add, not an
         # accumulating index_put (several times slower on CPU)
-        memory = self.embeddings[hop](sentences).index_select(0, inverse.flatten()).view(*ages.shape, -1)
+        memory = self.embeddings[table](sentences).index_select(0, inverse.flatten()).view(*ages.shape, -1)
         if self.temporal is None:
             return memory
         # no age for an empty slot: it stays the zero vector the "attend" sink needs (masked
         # slots get weight 0, so this changes nothing with "mask")
-        return memory + F.embedding(ages, self.temporal[hop]) * mask.unsqueeze(-1)
+        return memory + F.embedding(ages, self.temporal[table - self.memory_offset]) * mask.unsqueeze(-1)
 
     def forward(self, story: Tensor, question: Tensor,
                 return_attention_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -185,21 +207,24 @@ class MemoryNetwork(nn.Module):
         mask = story.ne(0).any(-1)  # (B, S) statements that exist
         ages = self._ages(mask)
         keep = mask.unsqueeze(-2) if self.empty_slots == "mask" else None  # (B, 1, S)
-        u = self.embeddings[0](question).unsqueeze(-2)  # (B, 1, d), B = A^1
+        u = self.embeddings[0](question).unsqueeze(-2)  # (B, 1, d); B = A^1 with adjacent tying
         # bAbI stories repeat the same few sentences ("Mary moved to the bathroom"): encoding
         # each distinct one once makes the embedding work about 6x smaller on a joint batch
         sentences, inverse = unique_sentences(story.flatten(0, -2), self.vocab_size)
-        keys = self._memory(0, sentences, inverse, ages, mask)
+        offset = self.memory_offset
+        keys = self._memory(offset, sentences, inverse, ages, mask)
+        values = self._memory(offset + 1, sentences, inverse, ages, mask)
         normalizer = "none" if self.linear_start else self.normalizer
         hop_weights = []
         for hop in range(self.hops):
-            values = self._memory(hop + 1, sentences, inverse, ages, mask)  # C^k, which is A^{k+1}
+            if hop and self.hop_map is None:  # adjacent: A^{k+1} = C^k, and a new C^{k+1}
+                keys, values = values, self._memory(hop + 1, sentences, inverse, ages, mask)
             read, weights, *_ = attention(u, keys, values, self.scorer, normalizer, mask=keep)
-            u = u + read
+            u = (u if self.hop_map is None else self.hop_map(u)) + read
             hop_weights.append(weights.squeeze(-2))
-            keys = values
-        # W^T = C^K: the answer scores are dot products with the last value embedding
-        logits = u.squeeze(-2) @ self.embeddings[-1].embedding.weight.t()
+        u = u.squeeze(-2)
+        # adjacent: W^T = C^K, the answer scores are dot products with the last value embedding
+        logits = u @ self.embeddings[-1].embedding.weight.t() if self.answer is None else self.answer(u)
         if return_attention_weights:
             return logits, torch.stack(hop_weights, 1)
         return logits
@@ -215,4 +240,6 @@ class MemoryNetwork(nn.Module):
             extra += f", empty_slots={self.empty_slots!r}"
         if self.clip_temporal_with_words:
             extra += ", clip_temporal_with_words=True"
+        if self.tying != "adjacent":
+            extra += f", tying={self.tying!r}"
         return extra
