@@ -4,6 +4,7 @@
     graphmem test --config recipes/tox21_gat.yaml --ckpt_path path/to/best.ckpt
     graphmem fit --config recipes/tox21_gat.yaml --ckpt_path last   # resume the newest run
     graphmem fit --config recipes/tox21_gat.yaml --ensemble 3       # 3 models, seeds 0-2 (graphmem.ensemble)
+    graphmem ensemble --out runs/ens run0/checkpoints/best.ckpt run1/checkpoints/best.ckpt   # of finished runs
     graphmem recipes                                     # list the recipes
     graphmem plot molecule --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO --out a.png
     graphmem predict --config recipes/tox21_gat.yaml --ckpt_path best.ckpt --smiles CCO c1ccccc1 --out p.csv
@@ -49,6 +50,7 @@ commands:
   test       score a checkpoint on the test set (--ckpt_path required)
   predict    predict with a checkpoint; with --smiles/--smiles_file, molecules given as SMILES
              (--model tox21: the shipped Tox21 model, no training needed)
+  ensemble   make an ensemble of finished runs of one recipe (graphmem ensemble --out FOLDER CKPT CKPT ...)
   recipes    list the recipes
   plot       draw a molecule's attention, an NTM run, or training curves
 
@@ -100,6 +102,11 @@ def _run(args: list[str], from_shell: bool) -> GraphmemCLI | None:
 
         predict_main(args[1:])
         return None
+    if args[:1] == ["ensemble"]:
+        from graphmem.ensemble import ensemble_main
+
+        ensemble_main(args[1:])
+        return None
     if args[:1] == ["fit"]:
         from graphmem.ensemble import ensemble_fit, ensemble_size
 
@@ -138,7 +145,7 @@ def main(args: list[str] | None = None) -> GraphmemCLI | None:
 
     Called with ``args`` (in Python) it returns the finished :class:`GraphmemCLI` (its trainer,
     model and datamodule), or ``None`` for ``recipes``, ``plot``, ``predict --smiles`` and
-    ``fit --ensemble`` (whose manifest, ``ensemble.json``, says what it trained), and
+    ``fit --ensemble`` and ``ensemble`` (whose manifest, ``ensemble.json``, says what they made), and
     raises :class:`GraphmemError` for bad input. From the shell it returns ``None`` (exit status
     0), and bad input ends the command with its message on stderr and the error's exit status
     (2; 143 for SIGTERM).

@@ -1,23 +1,29 @@
-"""Ensembles of molecule models: ``graphmem fit --ensemble N`` trains N copies of a recipe with
-the seeds ``seed, seed + 1, ...`` and records them in a manifest, which ``graphmem predict``
-takes as ``--ckpt_path`` (the folder or its ``ensemble.json``).
+"""Ensembles: ``graphmem fit --ensemble N`` trains N copies of a recipe with the seeds
+``seed, seed + 1, ...`` and records them in a manifest; ``graphmem ensemble`` makes one of runs
+already trained (each run a seed of the same recipe, e.g. trained at the same time on several
+machines). For molecules, ``graphmem predict`` takes an ensemble as ``--ckpt_path`` (the folder
+or its ``ensemble.json``).
 
     graphmem fit --config recipes/tox21_gat.yaml --ensemble 3   # or the recipe key `ensemble: 3`
     graphmem predict --ckpt_path runs/tox21_gat/lightning_logs/ensemble_0 --smiles CCO --out p.csv
+    graphmem ensemble --out runs/babi_10k_ensemble run_s0/.../best.ckpt run_s1/.../best.ckpt
 
-An ensemble is one folder beside the recipe's runs (``<save_dir>/<name>/ensemble_<k>``, the next
-free ``k``, or the folder that ``--trainer.logger.init_args.version`` names)::
+An ensemble is one folder (for ``fit``, beside the recipe's runs: ``<save_dir>/<name>/ensemble_<k>``,
+the next free ``k``, or the folder that ``--trainer.logger.init_args.version`` names)::
 
     ensemble_0/
-        ensemble.json        the manifest: data identity and task names, each member's seed,
-                             checkpoint and config (paths relative to this folder)
-        test_roc_auc.csv     test ROC-AUC per task of every member and of the ensemble
+        ensemble.json        the manifest: data identity (and a molecule set's task names), each
+                             member's seed, checkpoint and config (paths relative to this folder)
+        test_roc_auc.csv     molecules: test ROC-AUC per task of every member and of the ensemble
         val_roc_auc.csv      the same on the validation set
+        test_error.csv       question answering (bAbI): test error per task, the mean and the
+        val_error.csv        failed tasks, of every member and of the ensemble; and on validation
         seed_0/ seed_1/ ...  one run folder per member (config.yaml, metrics.csv, checkpoints/)
 
-Every member is trained on the same data and split (the split has its own ``split_seed``); only
-the model's seed differs. The ensemble's prediction is the mean of the members' probabilities,
-and its spread their standard deviation (over the members, ``ddof=0``).
+Every member is trained on the same data and split (the split has its own seed); only the
+model's seed differs. The ensemble's prediction is the mean of the members' probabilities (for
+a question, the answer is the word of the highest mean probability), and its spread their
+standard deviation (over the members, ``ddof=0``).
 """
 
 from __future__ import annotations
@@ -44,8 +50,9 @@ if TYPE_CHECKING:
     from graphmem.recipe import GraphmemCLI
 
 MANIFEST = "ensemble.json"
-SCORES = "test_roc_auc.csv"
-VAL_SCORES = "val_roc_auc.csv"
+#: the score files of an ensemble's folder, by kind of data and part
+SCORE_FILES = {"molecules": {"validation": "val_roc_auc.csv", "test": "test_roc_auc.csv"},
+               "qa": {"validation": "val_error.csv", "test": "test_error.csv"}}
 FORMAT = "graphmem-ensemble"
 FORMAT_VERSION = 1
 # what a shipped checkpoint keeps (see export_ensemble): enough to build, check and describe the model
@@ -155,7 +162,7 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
         config["data"]["init_args"]["root"] = None
         shipped.config.write_text(yaml.safe_dump(config, sort_keys=False))
         members.append(shipped)
-    for name in (SCORES, VAL_SCORES):
+    for name in (name for files in SCORE_FILES.values() for name in files.values()):
         if (ensemble.manifest.parent / name).is_file():
             shutil.copyfile(ensemble.manifest.parent / name, destination / name)
     return load_ensemble(write_manifest(destination, members, ensemble.data))
@@ -237,8 +244,6 @@ def ensemble_fit(args: list[str]) -> Ensemble:
     from lightning.pytorch import LightningDataModule, LightningModule
 
     from graphmem.cli import main
-    from graphmem.data import MoleculeDataModule
-    from graphmem.lit.graph import GraphPropertyTask
     from graphmem.recipe import GraphmemCLI
 
     requested, rest = ensemble_size(args)
@@ -252,10 +257,7 @@ def ensemble_fit(args: list[str]) -> Ensemble:
     # the recipe as fit would build it, to learn its seed, logger folder and kind before training
     recipe = GraphmemCLI(LightningModule, LightningDataModule, subclass_mode_model=True,
                          subclass_mode_data=True, args=rest, run=False, save_config_callback=None)
-    if not isinstance(recipe.datamodule, MoleculeDataModule) or not isinstance(recipe.model, GraphPropertyTask):
-        raise GraphmemError(f"--ensemble trains molecule recipes (a GraphPropertyTask on a "
-                            f"MoleculeDataModule); this recipe builds {type(recipe.model).__name__} on "
-                            f"{type(recipe.datamodule).__name__}")
+    _check_kind(recipe, "--ensemble trains")
     seed = recipe.config.get("seed_everything")
     if isinstance(seed, bool) or seed is None:
         raise GraphmemError("--ensemble seeds its members seed, seed + 1, ...: set --seed_everything to "
@@ -278,31 +280,154 @@ def ensemble_fit(args: list[str]) -> Ensemble:
     return load_ensemble(manifest)
 
 
+def _check_kind(recipe: GraphmemCLI, what: str) -> None:
+    """Refuses a recipe whose models an ensemble cannot score: a molecule set's (a
+    GraphPropertyTask on a MoleculeDataModule) and bAbI's (a QATask on a BabiDataModule) can."""
+    from graphmem.data import BabiDataModule, MoleculeDataModule
+    from graphmem.lit.graph import GraphPropertyTask
+    from graphmem.lit.qa import QATask
+
+    kinds = ((GraphPropertyTask, MoleculeDataModule), (QATask, BabiDataModule))
+    if not any(isinstance(recipe.model, task) and isinstance(recipe.datamodule, data) for task, data in kinds):
+        raise GraphmemError(f"{what} molecule recipes (a GraphPropertyTask on a MoleculeDataModule) and "
+                            f"question-answering ones (a QATask on a BabiDataModule); this recipe builds "
+                            f"{type(recipe.model).__name__} on {type(recipe.datamodule).__name__}")
+
+
+def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike) -> Ensemble:
+    """Makes the new folder ``out`` an ensemble of finished runs, one checkpoint of each (what
+    ``graphmem ensemble`` runs): copies each run's checkpoint, ``config.yaml`` and
+    ``metrics.csv`` into ``out/seed_<S>``, scores the members and their mean as ``fit
+    --ensemble`` does, then writes the manifest. Each checkpoint must lie in its run's
+    ``checkpoints/`` folder beside the run's ``config.yaml`` (as ``graphmem fit`` saves them);
+    the runs must be of the same data and network, with different seeds."""
+    from graphmem.recipe import load_recipe
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise GraphmemError(f"--out {out} already exists and is not an empty folder; name a new folder")
+    if len(checkpoints) < 2:
+        raise GraphmemError(f"an ensemble has at least 2 models; got {len(checkpoints)} checkpoint(s)")
+    runs = []
+    for checkpoint in map(Path, checkpoints):
+        check_checkpoint(checkpoint)
+        config = checkpoint.parent.parent / "config.yaml"
+        if checkpoint.parent.name != "checkpoints" or not config.is_file():
+            raise GraphmemError(f"{checkpoint} is not in a run's checkpoints/ folder beside its config.yaml (as "
+                                f"graphmem fit saves them); the ensemble needs each member's config")
+        recipe = yaml.safe_load(config.read_text())
+        runs.append((recipe.get("seed_everything"), checkpoint, config, recipe))
+    seeds = [seed for seed, *_ in runs]
+    if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds) or len(set(seeds)) < len(seeds):
+        raise GraphmemError(f"the members' seeds (seed_everything of their config.yaml) are {seeds}: an ensemble's "
+                            f"members are runs of one recipe with different numeric seeds")
+    networks = [recipe["model"]["init_args"].get("model") for *_, recipe in runs]
+    if any(network != networks[0] for network in networks):
+        raise GraphmemError("the members' networks differ (model.init_args.model of their config.yaml): an "
+                            "ensemble's members are runs of one recipe with different seeds")
+    data = [checkpoint_data(checkpoint) or {"data": "unknown"} for _, checkpoint, *_ in runs]
+    if any(identity != data[0] for identity in data):
+        raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
+                            f"an ensemble's members share their data and split")
+    run = load_recipe(str(runs[0][2]), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
+    _check_kind(run, "an ensemble is made of")
+    members = []
+    for seed, checkpoint, config, _ in sorted(runs, key=lambda run: run[0]):
+        folder = out / f"seed_{seed}"
+        (folder / "checkpoints").mkdir(parents=True)
+        member = Member(seed, folder / "checkpoints" / checkpoint.name, folder / "config.yaml")
+        shutil.copyfile(checkpoint, member.checkpoint)
+        shutil.copyfile(config, member.config)
+        if (config.parent / "metrics.csv").is_file():
+            shutil.copyfile(config.parent / "metrics.csv", folder / "metrics.csv")
+        members.append(member)
+    _score(run, members, out)
+    manifest = write_manifest(out, members, data[0])
+    print(f"ensemble of {len(members)} models (seeds {', '.join(map(str, sorted(seeds)))}): {manifest}")
+    return load_ensemble(manifest)
+
+
+def ensemble_main(args: Sequence[str]) -> Ensemble:
+    """``graphmem ensemble --out FOLDER CHECKPOINT CHECKPOINT ...`` (``args`` after ``ensemble``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="graphmem ensemble",
+                                     description="make an ensemble of finished runs of one recipe (different seeds): "
+                                                 "copy them into a new folder, score the members and their mean "
+                                                 "probability on validation and test, write the manifest")
+    parser.add_argument("--out", required=True, help="the new folder of the ensemble")
+    parser.add_argument("checkpoints", nargs="+", help="one checkpoint of each run (in its checkpoints/ folder)")
+    options = parser.parse_args(list(args))
+    return assemble_ensemble(options.checkpoints, options.out)
+
+
+def _member_probabilities(run: GraphmemCLI, members: Sequence[Member],
+                          loaders: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
+    """Each member's predicted probabilities on each of ``loaders``, by part. ``run``'s model
+    takes every member's weights in turn (the members differ in their seed only, so one model
+    and one copy of the data serve them all)."""
+    probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in loaders}
+    for member in members:
+        checkpoint = torch.load(member.checkpoint, map_location="cpu", weights_only=True)
+        run.model.load_state_dict(checkpoint["state_dict"])
+        run.model.on_load_checkpoint(checkpoint)  # what the checkpoint holds beside the weights
+        for part, loader in loaders.items():
+            probabilities[part].append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
+    return probabilities
+
+
 def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
-    """Validation and test ROC-AUC of each member's best checkpoint and of the mean of their
-    probabilities: printed as tables and written to ``folder/val_roc_auc.csv`` and
-    ``folder/test_roc_auc.csv`` (validation is what chooses between an ensemble and one model).
-    ``run`` is the last member's fit; the members differ in their seed only, so its model takes
-    every member's weights (and one copy of the data is kept, not one per member)."""
-    from graphmem.lit.graph import roc_auc_table
-    from graphmem.lit.metrics import multitask_roc_auc
+    """Scores each member's checkpoint and the mean of their probabilities on the validation and
+    test sets (validation is what chooses between an ensemble and one model): printed as tables
+    and written into ``folder`` (:data:`SCORE_FILES`), as ROC-AUC per task for molecules
+    (``val_roc_auc.csv``, ``test_roc_auc.csv``) and as error per task for question answering
+    (``val_error.csv``, ``test_error.csv``). ``run`` is a recipe built for the members' data
+    (the last member's fit, or :func:`graphmem.recipe.load_recipe`)."""
+    from graphmem.data import BabiDataModule
 
     datamodule = run.datamodule
     datamodule.setup("test")
     loaders = {"validation": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
-    files = {"validation": VAL_SCORES, "test": SCORES}
-    probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in loaders}
-    for member in members:
-        state = torch.load(member.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        run.model.load_state_dict(state)
-        for part, loader in loaders.items():
-            probabilities[part].append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
-    tasks = list(datamodule.molecules.tasks)
+    probabilities = _member_probabilities(run, members, loaders)
+    kind = "qa" if isinstance(datamodule, BabiDataModule) else "molecules"
     for part, loader in loaders.items():
-        labels = torch.cat([batch.y for batch in loader])
-        scored = {f"seed {m.seed}": multitask_roc_auc(labels, p) for m, p in zip(members, probabilities[part])}
-        scored["ensemble"] = multitask_roc_auc(labels, torch.stack(probabilities[part]).mean(dim=0))
-        print(roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}, part))
-        scores = pd.DataFrame({name: [*per_task, mean] for name, (mean, per_task) in scored.items()},
-                              index=pd.Index([*tasks, "mean"], name="task"))
-        scores.to_csv(folder / files[part], mode="x")  # the folder was empty when the ensemble began
+        models = {f"seed {m.seed}": p for m, p in zip(members, probabilities[part])}
+        models["ensemble"] = torch.stack(probabilities[part]).mean(dim=0)
+        table, scores = (_qa_scores if kind == "qa" else _molecule_scores)(run, loader, models, part)
+        print(table)
+        scores.to_csv(folder / SCORE_FILES[kind][part], mode="x")  # the folder was empty when the ensemble began
+
+
+def _molecule_scores(run: GraphmemCLI, loader: Any, models: dict[str, torch.Tensor],
+                     part: str) -> tuple[str, pd.DataFrame]:
+    """(the printed table, the scores file) of ROC-AUC per task and its mean, one column per model."""
+    from graphmem.lit.graph import roc_auc_table
+    from graphmem.lit.metrics import multitask_roc_auc
+
+    tasks = list(run.datamodule.molecules.tasks)
+    labels = torch.cat([batch.y for batch in loader])
+    scored = {name: multitask_roc_auc(labels, p) for name, p in models.items()}
+    table = roc_auc_table(tasks, {name: (per_task, mean) for name, (mean, per_task) in scored.items()}, part)
+    scores = pd.DataFrame({name: [*per_task, mean] for name, (mean, per_task) in scored.items()},
+                          index=pd.Index([*tasks, "mean"], name="task"))
+    return table, scores
+
+
+def _qa_scores(run: GraphmemCLI, loader: Any, models: dict[str, torch.Tensor],
+               part: str) -> tuple[str, pd.DataFrame]:
+    """(the printed table, the scores file) of the error per task (the answer is the most
+    probable word), its mean and the failed tasks, one column per model."""
+    from graphmem.lit.qa import compare_error_table, per_task_error
+
+    answers = torch.cat([batch[2] for batch in loader])
+    tasks = torch.cat([batch[3] for batch in loader])
+    errors = {name: per_task_error(p.argmax(-1), answers, tasks) for name, p in models.items()}
+    threshold = run.model.hparams.failure_threshold
+    table = compare_error_table(errors, threshold, part)
+    rows = [f"qa{task}" for task in next(iter(errors.values()))]
+    scores = pd.DataFrame({name: [*(round(e, 4) for e in per_task.values()),
+                                  round(sum(per_task.values()) / len(per_task), 4),
+                                  sum(e > threshold for e in per_task.values())]
+                           for name, per_task in errors.items()},
+                          index=pd.Index([*rows, "mean", "failed"], name="task"), dtype=object)
+    return table, scores

@@ -129,7 +129,7 @@ class GraphmemCLI(LightningCLI):
                             help="after fit, run test on the best checkpoint (or the last weights)")
         # read before the parser by graphmem.cli (fit --ensemble N); here so that recipes may set it
         parser.add_argument("--ensemble", type=int, default=1,
-                            help="fit trains this many models, seeds seed, seed + 1, ... (molecule recipes; "
+                            help="fit trains this many models, seeds seed, seed + 1, ... (molecule and bAbI recipes; "
                                  "graphmem.ensemble)")
         for size, argument in DATA_SIZES.items():
             parser.link_arguments(f"data.{size}", f"model.init_args.model.init_args.{argument}",
@@ -303,4 +303,6 @@ def load_recipe(config: str, ckpt_path: str | None = None, overrides: Sequence[s
             raise GraphmemError(f"checkpoint {ckpt_path} holds objects beyond tensors, which graphmem does not "
                                 f"unpickle; pass a checkpoint that a graphmem run wrote")
         cli.model.load_state_dict(state)
+        # what the task keeps beside the weights (a memory network's linear start)
+        cli.model.on_load_checkpoint(torch.load(ckpt_path, map_location="cpu", mmap=True, weights_only=True))
     return cli

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +27,29 @@ def error_table(errors: dict[int, float], threshold: float = 0.05) -> str:
     mean = sum(errors.values()) / len(errors)
     rows.append(f"| mean | {100 * mean:.1f} | {failed} failed |")
     return "\n".join(rows)
+
+
+def per_task_error(predicted: Tensor, answers: Tensor, tasks: Tensor) -> dict[int, float]:
+    """The fraction of wrong answers per task, ``{task: error}`` in task order, from the predicted
+    and true answer words ``(N,)`` of questions of the tasks ``(N,)``."""
+    wrong = predicted.ne(answers)
+    return {task: float(wrong[tasks.eq(task)].float().mean()) for task in sorted(tasks.unique().tolist())}
+
+
+def compare_error_table(columns: Mapping[str, Mapping[int, float]], threshold: float = 0.05,
+                        part: str = "test") -> str:
+    """A Markdown table of the error per task on ``part`` (%), one column per model
+    (``{header: {task: error}}``, e.g. an ensemble's members and the ensemble), with the mean
+    and the failed tasks (error > ``threshold``) in the last rows."""
+    def row(name: str, values: Iterable[str]) -> str:
+        return "| " + " | ".join([name, *values]) + " |"
+
+    tasks = list(next(iter(columns.values())))
+    rows = [row("task", columns), "| --- |" + " ---: |" * len(columns)]
+    rows += [row(f"qa{task}", (f"{100 * errors[task]:.1f}" for errors in columns.values())) for task in tasks]
+    rows.append(row("mean", (f"{100 * sum(e.values()) / len(e):.2f}" for e in columns.values())))
+    rows.append(row("failed", (str(sum(v > threshold for v in e.values())) for e in columns.values())))
+    return f"per-task {part} error:\n" + "\n".join(rows)
 
 
 def clip_jointly(gradients: Sequence[Tensor], limit: float) -> None:
@@ -111,6 +134,16 @@ class QATask(L.LightningModule):
         if hasattr(self.model, "linear_start"):
             self.model.linear_start = self.current_epoch < self.hparams.linear_start_epochs
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # a checkpoint of the linear-start epochs was validated without the softmax: it predicts so
+        # when loaded (the flag is not a weight, so the state_dict does not hold it)
+        if hasattr(self.model, "linear_start"):
+            checkpoint["linear_start"] = bool(self.model.linear_start)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self.model, "linear_start"):
+            self.model.linear_start = bool(checkpoint.get("linear_start", False))
+
     def _step(self, batch: QABatch, stage: str) -> tuple[Tensor, Tensor]:
         story, question, answer, _ = batch
         logits = self(story, question)
@@ -138,6 +171,10 @@ class QATask(L.LightningModule):
 
     def validation_step(self, batch: QABatch, batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def predict_step(self, batch: QABatch, batch_idx: int) -> Tensor:
+        """The answer's probability over the vocabulary, ``(B, V)``."""
+        return self(batch[0], batch[1]).softmax(-1)
 
     def on_test_epoch_start(self) -> None:
         self._test_counts = {}
