@@ -203,3 +203,15 @@ def test_predict_with_a_checkpoint_file_needs_its_recipe(trained, tmp_path):
     member = load_ensemble(trained["folder"]).members[0]
     with pytest.raises(GraphmemError, match="--config is required with a checkpoint file"):
         main(["predict", "--ckpt_path", str(member.checkpoint), "--smiles", "CCO", "--out", str(tmp_path / "p.csv")])
+
+
+def test_an_ensemble_of_finished_molecule_runs_scores_as_fit_does(trained, tmp_path):
+    members = load_ensemble(trained["folder"]).members
+    main(["ensemble", "--out", str(tmp_path / "assembled"), *(str(m.checkpoint) for m in members)])
+    assembled = load_ensemble(tmp_path / "assembled")
+    assert assembled.data == load_ensemble(trained["folder"]).data and [m.seed for m in assembled.members] == [0, 1]
+    for name in ("val_roc_auc.csv", "test_roc_auc.csv"):
+        assert (tmp_path / "assembled" / name).read_text() == (trained["folder"] / name).read_text()
+    predictions = main(["predict", "--ckpt_path", str(tmp_path / "assembled"), "--smiles", *GOOD,
+                        "--out", str(tmp_path / "p.csv")])
+    assert predictions is None and len(pd.read_csv(tmp_path / "p.csv")) == len(GOOD)
