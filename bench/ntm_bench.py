@@ -32,6 +32,7 @@ resets the mark, so compilation is not counted).
     python bench/ntm_bench.py                                    # batches 1 16 32, length 20
     python bench/ntm_bench.py --recipe recall --batches 32        # 6 items
     python bench/ntm_bench.py --batches 16 --lengths 10 20 --threads 1 --clock cpu
+    python bench/ntm_bench.py --batches 16 --memory 8 20 --threads 1 --clock cpu   # what a small memory costs
     python bench/ntm_bench.py --models eager lstm --batches 2 --lengths 2 --repeats 1 --min-time 0 --no-memory
 """
 
@@ -55,6 +56,7 @@ from graphmem.lit.sequence import sequence_costs
 from graphmem.memory import NTM
 
 MODELS = ("eager", "compiled", "lstm", "dnc")
+#: the recipes' memory, rows x width (``--memory`` sets another, to see what the memory's size costs)
 MEMORY = (128, 20)
 #: the NTM of each recipe (recipes/ntm_copy.yaml, recipes/ntm_associative_recall.yaml)
 RECIPES: dict[str, dict] = {
@@ -86,13 +88,14 @@ class DNCPeer(nn.Module):
     NTM call does.
     """
 
-    def __init__(self, input_size: int, output_size: int, hidden_size: int, read_heads: int) -> None:
+    def __init__(self, input_size: int, output_size: int, hidden_size: int, read_heads: int,
+                 memory: tuple[int, int] = MEMORY) -> None:
         super().__init__()
         from dnc import DNC  # a benchmark peer, imported only when asked for
 
         self.output_size = output_size
         self.dnc = DNC(input_size=input_size, hidden_size=hidden_size, rnn_type="lstm", num_layers=1,
-                       num_hidden_layers=1, nr_cells=MEMORY[0], cell_size=MEMORY[1], read_heads=read_heads,
+                       num_hidden_layers=1, nr_cells=memory[0], cell_size=memory[1], read_heads=read_heads,
                        batch_first=False, gpu_id=-1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -108,16 +111,17 @@ def available(kinds: tuple[str, ...]) -> tuple[str, ...]:
     return kinds
 
 
-def build(kind: str, recipe: str) -> nn.Module:
-    """The recipe's NTM (memory 128 x 20), or a peer of its controller's width."""
+def build(kind: str, recipe: str, memory: tuple[int, int] = MEMORY) -> nn.Module:
+    """The recipe's NTM (memory ``memory``, the recipes' 128 x 20 by default), or a peer of its
+    controller's width."""
     torch.manual_seed(0)
     options = RECIPES[recipe]
     sizes = options["input_size"], options["output_size"], options["controller_size"]
     if kind == "lstm":
         return LSTMBaseline(*sizes)
     if kind == "dnc":
-        return DNCPeer(*sizes, options["read_heads"])
-    return NTM(memory_size=MEMORY[0], memory_width=MEMORY[1], shift_range=1, compile_step=kind == "compiled",
+        return DNCPeer(*sizes, options["read_heads"], memory)
+    return NTM(memory_size=memory[0], memory_width=memory[1], shift_range=1, compile_step=kind == "compiled",
                **options)
 
 
@@ -139,10 +143,11 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callabl
     return run
 
 
-def steppers(kinds: tuple[str, ...], recipe: str) -> dict[str, Callable[[tuple], None]]:
+def steppers(kinds: tuple[str, ...], recipe: str,
+             memory: tuple[int, int] = MEMORY) -> dict[str, Callable[[tuple], None]]:
     out = {}
     for kind in kinds:
-        model = build(kind, recipe)
+        model = build(kind, recipe, memory)
         out[kind] = training_step(model, torch.optim.Adam(model.parameters(), lr=3e-3))
     return out
 
@@ -172,7 +177,8 @@ def ratio(times: dict[str, list[float]], numerator: str, denominator: str) -> st
     return f"{statistics.median(a / b for a, b in zip(times[numerator], times[denominator])):.1f}x"
 
 
-def memory_child(kind: str, batch_size: int, size: int, recipe: str) -> dict[str, float]:
+def memory_child(kind: str, batch_size: int, size: int, recipe: str,
+                 memory: tuple[int, int] = MEMORY) -> dict[str, float]:
     """In this (fresh) process: resident memory added by one training step on ``size``.
 
     A warm-up step on the smallest size (length 1, or 2 items) of the same batch size comes
@@ -180,7 +186,7 @@ def memory_child(kind: str, batch_size: int, size: int, recipe: str) -> dict[str
     the optimizer's state, while leaving the allocator few freed blocks to hide the long
     step's activations in.
     """
-    run = steppers((kind,), recipe)[kind]
+    run = steppers((kind,), recipe, memory)[kind]
     generator = torch.Generator().manual_seed(0)
     run(make_batch(recipe, 1 if recipe == "copy" else 2, batch_size, generator))
     batch = make_batch(recipe, size, batch_size, generator)
@@ -198,6 +204,8 @@ def main() -> None:
                         help="the NTM and data of recipes/ntm_copy.yaml or recipes/ntm_associative_recall.yaml")
     parser.add_argument("--lengths", type=int, nargs="+", default=None,
                         help="copy lengths L or recall item counts (default: 20 or 6, the longest trained)")
+    parser.add_argument("--memory", type=int, nargs=2, default=list(MEMORY), metavar=("ROWS", "WIDTH"),
+                        help="the NTM's (and DNC's) memory, N x M (default: the recipes' 128 x 20)")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-time", type=float, default=3.0)
@@ -212,14 +220,17 @@ def main() -> None:
     # Adam's moments drift into subnormal floats, which x86 CPUs process up to 100x slower
     torch.set_flush_denormal(True)
     if args.child:
-        print(json.dumps(memory_child(args.child[0], int(args.child[1]), int(args.child[2]), args.recipe)))
+        print(json.dumps(memory_child(args.child[0], int(args.child[1]), int(args.child[2]), args.recipe,
+                                        tuple(args.memory))))
         return
     lengths = args.lengths or [20 if args.recipe == "copy" else 6]
 
     kinds = available(tuple(args.models))
     extra = [f"dnc {importlib.metadata.version('dnc')}"] if "dnc" in kinds else []
-    print(f"# NTM {args.recipe}-task training step, {RECIPES[args.recipe]}, cpu: {describe('cpu', *extra)}; "
-          f"clock: {args.clock}")
+    memory = tuple(args.memory)
+    print(f"# NTM {args.recipe}-task training step, {RECIPES[args.recipe]}, "
+          f"memory {memory[0]} x {memory[1]}, "
+          f"cpu: {describe('cpu', *extra)}; clock: {args.clock}")
     print(f"# load average before: {os.getloadavg()}")
     print("# ms per step: median (minimum); per sequence: median / batch; ratios: median over rounds of "
           "the ratio within a round; speed-up: per sequence, against eager at batch 1 (the reference "
@@ -228,7 +239,7 @@ def main() -> None:
               "compiled / lstm", "dnc / eager", "dnc / compiled", "speed-up eager", "speed-up compiled", *(f"{k} MB" for k in kinds)]
     print("| " + " | ".join(header) + " |")
     print("| " + " | ".join("---:" for _ in header) + " |")
-    steps = {} if args.no_time else steppers(kinds, args.recipe)
+    steps = {} if args.no_time else steppers(kinds, args.recipe, memory)
     for length in lengths:
         reference = None
         for batch_size in sorted(args.batches):
@@ -248,7 +259,8 @@ def main() -> None:
             if args.no_memory:
                 row += ["-"] * len(kinds)
             else:
-                threads = ["--recipe", args.recipe] + (["--threads", str(args.threads)] if args.threads else [])
+                threads = (["--recipe", args.recipe, "--memory", *map(str, memory)]
+                           + (["--threads", str(args.threads)] if args.threads else []))
                 row += [f"{run_child(__file__, ['--child', k, str(batch_size), str(length), *threads])['step_mb']:.1f}"
                         for k in kinds]
             print("| " + " | ".join(str(v) for v in row) + " |", flush=True)

@@ -15,10 +15,11 @@ def test_ntm_bench_prints_a_table():
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "ntm_bench.py"), "--models", "eager", "lstm", "dnc",
          "--batches", "1", "2", "--lengths", "1", "--repeats", "1", "--min-time", "0", "--no-memory",
-         "--threads", "1"],
+         "--threads", "1", "--memory", "8", "4"],
         capture_output=True, text=True, env=env, timeout=300, check=True)
     rows = [line for line in result.stdout.splitlines() if line.startswith("| 1 |")]
     assert len(rows) == 2, result.stdout
+    assert "memory 8 x 4" in result.stdout
     header = next(line for line in result.stdout.splitlines() if line.startswith("| L |"))
     assert "eager ms/step" in header and "lstm ms/step" in header
     # the peer either ran or was skipped with a note saying why
