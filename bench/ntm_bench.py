@@ -219,15 +219,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     # Adam's moments drift into subnormal floats, which x86 CPUs process up to 100x slower
     torch.set_flush_denormal(True)
+    memory = tuple(args.memory)
     if args.child:
-        print(json.dumps(memory_child(args.child[0], int(args.child[1]), int(args.child[2]), args.recipe,
-                                        tuple(args.memory))))
+        kind, batch_size, size = args.child
+        print(json.dumps(memory_child(kind, int(batch_size), int(size), args.recipe, memory)))
         return
     lengths = args.lengths or [20 if args.recipe == "copy" else 6]
 
     kinds = available(tuple(args.models))
     extra = [f"dnc {importlib.metadata.version('dnc')}"] if "dnc" in kinds else []
-    memory = tuple(args.memory)
     print(f"# NTM {args.recipe}-task training step, {RECIPES[args.recipe]}, "
           f"memory {memory[0]} x {memory[1]}, "
           f"cpu: {describe('cpu', *extra)}; clock: {args.clock}")
@@ -259,9 +259,9 @@ def main() -> None:
             if args.no_memory:
                 row += ["-"] * len(kinds)
             else:
-                threads = (["--recipe", args.recipe, "--memory", *map(str, memory)]
-                           + (["--threads", str(args.threads)] if args.threads else []))
-                row += [f"{run_child(__file__, ['--child', k, str(batch_size), str(length), *threads])['step_mb']:.1f}"
+                child_args = (["--recipe", args.recipe, "--memory", *map(str, memory)]
+                              + (["--threads", str(args.threads)] if args.threads else []))
+                row += [f"{run_child(__file__, ['--child', k, str(batch_size), str(length), *child_args])['step_mb']:.1f}"
                         for k in kinds]
             print("| " + " | ".join(str(v) for v in row) + " |", flush=True)
     print(f"# load average after: {os.getloadavg()}")
