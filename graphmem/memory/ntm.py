@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from graphmem import checks
 from graphmem.errors import GraphmemError
+from graphmem.memory import fused as fused_kernel
 from graphmem.memory.controller import ControllerState, FeedForwardController, LSTMController
 from graphmem.memory.heads import ReadHeads, WriteHeads
 
@@ -255,6 +256,11 @@ class NTM(nn.Module):
             and the first step shares the others' graph; the second batch size seen recompiles
             once with the batch dimension dynamic, and ``no_grad`` and ``inference_mode`` get a
             graph each: a Lightning fit with validation and test compiles 4.
+        fused: on CPU, run the whole sequence in one C++ loop with a hand-written backward
+            through time (:mod:`graphmem.memory.fused`): the same maths, several times faster
+            to train than ``compile_step`` at small batches, for the paper's content addressing
+            (cosine score, softmax) with at least one write head. On other devices the step
+            loop runs (compiled if ``compile_step``).
         **cell_options: any argument of :class:`NTMCell` (memory size, heads, controller, ...).
 
     Shapes:
@@ -264,11 +270,15 @@ class NTM(nn.Module):
     """
 
     def __init__(self, input_size: int, output_size: int, batch_first: bool = False, compile_step: bool = False,
-                 **cell_options) -> None:
+                 fused: bool = False, **cell_options) -> None:
         super().__init__()
         self.batch_first = batch_first
         self.cell = NTMCell(input_size, output_size, **cell_options)
         self.compile_step = compile_step
+        if fused and (reason := fused_kernel.unsupported(self.cell)) is not None:
+            raise GraphmemError(f"NTM(fused=True) cannot run this NTM: {reason}; use fused=False "
+                                "(compile_step=True is the fastest step loop)")
+        self.fused = fused
 
     def reset_parameters(self) -> None:
         self.cell.reset_parameters()
@@ -284,8 +294,17 @@ class NTM(nn.Module):
         if state is None:
             # made here rather than in the cell, so a compiled cell sees one kind of input
             state = self.cell.initial_state(x.size(1), x.device, x.dtype)
-            if self.compile_step:
+            if self.compile_step and not self.fused:
                 state = _as_later_state(state)
+        time_dim = 1 if self.batch_first else 0
+        if self.fused and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            features, state, history = fused_kernel.run(self.cell, x, state)
+            output = self.cell.output(features.transpose(0, 1) if self.batch_first else features)
+            if not return_history:
+                return output, state
+            if self.batch_first:
+                history = NTMHistory(*(h.transpose(0, 1) for h in history))
+            return output, state, history
         outputs, reads, writes = [], [], []
         step = compiled_step(type(self.cell)) if self.compile_step else type(self.cell).step
         self.cell._input_checked = True
@@ -298,7 +317,6 @@ class NTM(nn.Module):
                     writes.append(state.write_weights)
         finally:
             self.cell._input_checked = False
-        time_dim = 1 if self.batch_first else 0
         output = self.cell.output(torch.stack(outputs, time_dim))
         if not return_history:
             return output, state
