@@ -44,7 +44,7 @@ def extension() -> ModuleType:
     from torch.utils import cpp_extension
 
     try:
-        return cpp_extension.load(name="graphmem_ntm_fused", sources=[str(SOURCE)], extra_cflags=["-O3"],
+        return cpp_extension.load(name="graphmem_ntm_fused", sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-fopenmp-simd"],
                                   verbose=False)
     except (RuntimeError, OSError, subprocess.CalledProcessError, ImportError) as error:
         raise GraphmemError(
@@ -92,8 +92,9 @@ class _Sequence(torch.autograd.Function):
         h_final = hs[-1] if lstm else h0
         c_final = cs[-1] if lstm else c0
         # the final state as tensors of its own (not views of saved buffers), each with a gradient
-        final = (mems[-1], reads, wr[-1], ww[-1], h_final, c_final)
-        return (features, *(t.clone() for t in final), wr, ww)
+        final = (reads, wr[-1], ww[-1], h_final, c_final)
+        # the kernel keeps the memory transposed, (B, M, N)
+        return (features, mems[-1].transpose(1, 2).contiguous(), *(t.clone() for t in final), wr, ww)
 
     @staticmethod
     def backward(ctx, dfeatures: Tensor, dmem: Tensor | None, dreads: Tensor | None, dwr: Tensor | None,
@@ -108,7 +109,7 @@ class _Sequence(torch.autograd.Function):
 
         reads_like = dfeatures.new_empty(features_shape[1], wr0.size(1), mems.size(-1))
         grads = extension().backward(
-            dfeatures.contiguous(), given(dmem, mems[-1]), given(dreads, reads_like), given(dwr, wr0),
+            dfeatures.contiguous(), given(dmem, mems[-1].transpose(1, 2)), given(dreads, reads_like), given(dwr, wr0),
             given(dww, ww0), given(dh, h0), given(dc, c0), list(saved), wr0, ww0, h0, c0, list(controller),
             read_w, write_w, lstm, shift_range, clip, input_size)
         dx, dr0, dwr0, dww0, dmem0, dh0, dc0, dread_w, dread_b, dwrite_w, dwrite_b, *dcontroller = grads

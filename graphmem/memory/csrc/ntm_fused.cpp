@@ -29,6 +29,15 @@ constexpr double kSoftplusThreshold = 20.0;  // torch.nn.functional.softplus
 template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
+// tanh through one exp: glibc's tanhf goes through expm1f, which was the largest single cost of
+// a step (the LSTM's gates); this form is within a few ulp of 1 in absolute terms
+template <typename T>
+inline T fast_tanh(T x) {
+  const T e = std::exp(T(-2) * std::abs(x));
+  const T t = (T(1) - e) / (T(1) + e);
+  return x < 0 ? -t : t;
+}
+
 template <typename T>
 inline T softplus(T x) { return x > T(kSoftplusThreshold) ? x : std::log1p(std::exp(x)); }
 
@@ -47,7 +56,21 @@ inline void softmax(T* v, int64_t n) {
 
 struct Sizes {
   int64_t N, M, S, R;
+  // back[j * N + i] = (i - o_j) mod N and ahead[j * N + i] = (i + o_j) mod N for the offsets
+  // o_j = j - R: the circular shift's sources, without an integer division in the inner loops
+  const int32_t* back;
+  const int32_t* ahead;
 };
+
+std::vector<int32_t> shift_tables(int64_t N, int64_t S, int64_t R) {
+  std::vector<int32_t> tables(2 * S * N);
+  for (int64_t j = 0; j < S; ++j)
+    for (int64_t i = 0; i < N; ++i) {
+      tables[j * N + i] = static_cast<int32_t>((((i - (j - R)) % N) + N) % N);
+      tables[S * N + j * N + i] = static_cast<int32_t>((((i + (j - R)) % N) + N) % N);
+    }
+  return tables;
+}
 
 // Offsets of a head's parameters in its chunk of the heads' linear output:
 // key (M), strength, gate, shift (S), sharpening, then erase (M) and add (M) for write heads.
@@ -58,14 +81,17 @@ struct Layout {
         add(2 * s.M + 3 + s.S), size(write ? 3 * s.M + 3 + s.S : s.M + 3 + s.S) {}
 };
 
-// Row inverse norms 1 / sqrt(|M_i|^2 + eps^2) of one batch element's memory.
+// Row inverse norms 1 / sqrt(|M_i|^2 + eps^2) of one batch element's memory. The kernel keeps
+// the memory transposed, (M, N) per batch element: every loop over it then runs over the N rows
+// in its inner loop (128 contiguous values, several full vectors) rather than over M (20 values).
 template <typename T>
 void row_inverse_norms(const T* mem, T* ninv, const Sizes& s) {
-  for (int64_t i = 0; i < s.N; ++i) {
-    T sq = 0;
-    for (int64_t m = 0; m < s.M; ++m) sq += mem[i * s.M + m] * mem[i * s.M + m];
-    ninv[i] = T(1) / std::sqrt(sq + T(kUnitEps * kUnitEps));
+  for (int64_t i = 0; i < s.N; ++i) ninv[i] = T(kUnitEps * kUnitEps);
+  for (int64_t m = 0; m < s.M; ++m) {
+    const T* col = mem + m * s.N;
+    for (int64_t i = 0; i < s.N; ++i) ninv[i] += col[i] * col[i];
   }
+  for (int64_t i = 0; i < s.N; ++i) ninv[i] = T(1) / std::sqrt(ninv[i]);
 }
 
 // Forward addressing of one head of one batch element; saves cos, wc, wg, ws and w (each N).
@@ -82,22 +108,23 @@ void address_forward(const T* chunk, const T* mem, const T* ninv, const T* prev,
   T shift[64];
   for (int64_t j = 0; j < s.S; ++j) shift[j] = chunk[l.shift + j];
   softmax(shift, s.S);
+  for (int64_t i = 0; i < s.N; ++i) cos[i] = 0;
+  for (int64_t m = 0; m < s.M; ++m) {
+    const T km = key[m];
+    const T* col = mem + m * s.N;
+    for (int64_t i = 0; i < s.N; ++i) cos[i] += km * col[i];
+  }
   for (int64_t i = 0; i < s.N; ++i) {
-    T dot = 0;
-    for (int64_t m = 0; m < s.M; ++m) dot += key[m] * mem[i * s.M + m];
-    cos[i] = dot * kinv * ninv[i];
+    cos[i] *= kinv * ninv[i];
     wc[i] = beta * cos[i];
   }
   softmax(wc, s.N);
   for (int64_t i = 0; i < s.N; ++i) wg[i] = gate * wc[i] + (T(1) - gate) * prev[i];
   // roll(w, o)_i = w_{(i - o) mod N} for the offsets o = j - R
-  for (int64_t i = 0; i < s.N; ++i) {
-    T acc = 0;
-    for (int64_t j = 0; j < s.S; ++j) {
-      int64_t src = ((i - (j - s.R)) % s.N + s.N) % s.N;
-      acc += shift[j] * wg[src];
-    }
-    ws[i] = acc;
+  for (int64_t i = 0; i < s.N; ++i) ws[i] = 0;
+  for (int64_t j = 0; j < s.S; ++j) {
+    const int32_t* src = s.back + j * s.N;
+    for (int64_t i = 0; i < s.N; ++i) ws[i] += shift[j] * wg[src[i]];
   }
   for (int64_t i = 0; i < s.N; ++i) w[i] = gamma * std::log(ws[i] + T(kSharpenEps));
   softmax(w, s.N);
@@ -117,7 +144,7 @@ void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev
   const T gate = sigmoid(chunk[l.gate]);
   const T gamma = T(1) + softplus(chunk[l.gamma]);
   T shift[64], dshift[64];
-  for (int64_t j = 0; j < s.S; ++j) { shift[j] = chunk[l.shift + j]; dshift[j] = 0; }
+  for (int64_t j = 0; j < s.S; ++j) shift[j] = chunk[l.shift + j];
   softmax(shift, s.S);
   T* dws = scratch;
   T* dwg = scratch + s.N;
@@ -134,12 +161,15 @@ void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev
   }
   // circular shift
   for (int64_t i = 0; i < s.N; ++i) dwg[i] = 0;
-  for (int64_t i = 0; i < s.N; ++i) {
-    for (int64_t j = 0; j < s.S; ++j) {
-      int64_t src = ((i - (j - s.R)) % s.N + s.N) % s.N;
-      dwg[src] += shift[j] * dws[i];
-      dshift[j] += dws[i] * wg[src];
+  for (int64_t j = 0; j < s.S; ++j) {
+    const int32_t* src = s.back + j * s.N;
+    const int32_t* dst = s.ahead + j * s.N;
+    T acc = 0;
+    for (int64_t i = 0; i < s.N; ++i) {
+      dwg[i] += shift[j] * dws[dst[i]];
+      acc += dws[i] * wg[src[i]];
     }
+    dshift[j] = acc;
   }
   // interpolation, then the content softmax
   T dgate = 0, wcdwc = 0;
@@ -158,18 +188,23 @@ void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev
   // cos_i = (k kinv) . (M_i ninv_i): d key = kinv (sum_i dcos_i M_i ninv_i - k kinv sum_i dcos_i cos_i),
   // d M_i = dcos_i ninv_i (k kinv - cos_i M_i ninv_i)
   T* dkey = dchunk + l.key;
-  for (int64_t m = 0; m < s.M; ++m) dkey[m] = -key[m] * kinv * dcos_cos;
+  T* a = dcos;  // dcos_i ninv_i, in place
+  T* b = scratch + 3 * s.N;
   for (int64_t i = 0; i < s.N; ++i) {
-    const T a = dcos[i] * ninv[i];
-    const T b = a * cos[i] * ninv[i];
-    const T* row = mem + i * s.M;
-    T* drow = dmem + i * s.M;
-    for (int64_t m = 0; m < s.M; ++m) {
-      dkey[m] += a * row[m];
-      drow[m] += a * key[m] * kinv - b * row[m];
-    }
+    a[i] = dcos[i] * ninv[i];
+    b[i] = a[i] * cos[i] * ninv[i];
   }
-  for (int64_t m = 0; m < s.M; ++m) dkey[m] *= kinv;
+  for (int64_t m = 0; m < s.M; ++m) {
+    const T* col = mem + m * s.N;
+    T* dcol = dmem + m * s.N;
+    const T km = key[m] * kinv;
+    T acc = 0;
+    for (int64_t i = 0; i < s.N; ++i) {
+      acc += a[i] * col[i];
+      dcol[i] += a[i] * km - b[i] * col[i];
+    }
+    dkey[m] = kinv * (acc - key[m] * kinv * dcos_cos);
+  }
   dchunk[l.beta] = dbeta * softplus_grad(chunk[l.beta]);
   dchunk[l.gate] = dgate * gate * (T(1) - gate);
   dchunk[l.gamma] = dgamma * softplus_grad(chunk[l.gamma]);
@@ -178,52 +213,248 @@ void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev
   for (int64_t j = 0; j < s.S; ++j) dchunk[l.shift + j] = shift[j] * (dshift[j] - sds);
 }
 
-struct Config {
-  bool lstm;
-  int64_t layers, H, I, Kr, Kw;
-  double clip;  // <= 0: none
-  Sizes s;
-};
-
-Config make_config(const Tensor& x, const Tensor& mem0, const Tensor& wr0, const Tensor& ww0, const Tensor& h0,
-                   bool lstm, int64_t layers, int64_t shift_range, double clip) {
-  Config c;
-  c.lstm = lstm;
-  c.layers = layers;
-  c.H = h0.size(2);
-  c.I = x.size(2);
-  c.Kr = wr0.size(1);
-  c.Kw = ww0.size(1);
-  c.clip = clip;
-  c.s = Sizes{mem0.size(1), mem0.size(2), 2 * shift_range + 1, shift_range};
-  TORCH_CHECK(c.s.S <= 64, "ntm_fused: shift range above 31 is not supported");
-  TORCH_CHECK(c.Kw >= 1, "ntm_fused: needs at least one write head");
-  return c;
+// A tensor over raw memory (no copy, no allocation) for the matmuls of one step.
+template <typename T>
+inline Tensor view(const T* data, int64_t rows, int64_t cols, int64_t ld) {
+  return at::from_blob(const_cast<T*>(data), {rows, cols}, {ld, 1},
+                       at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
 }
 
-// The controller weights, per layer: LSTM (w_ih, w_hh, b_ih, b_hh), feed-forward (w, b).
-inline int64_t per_layer(const Config& c) { return c.lstm ? 4 : 2; }
+// C (rows x out, leading dimension ldc) = beta C + A W^T, with A (rows x in, leading dimension lda)
+// and W (out x in) row-major.
+template <typename T>
+inline void linear_rows(const T* a, int64_t lda, int64_t rows, int64_t in, const T* w, int64_t out, T* c,
+                        int64_t ldc, T beta) {
+  Tensor result = view(c, rows, out, ldc);
+  if (beta == T(0)) {
+    at::mm_out(result, view(a, rows, in, lda), view(w, out, in, in).t());
+  } else {
+    result.addmm_(view(a, rows, in, lda), view(w, out, in, in).t());
+  }
+}
+
+// dA (rows x in, leading dimension lda) = beta dA + dC W: the gradient of linear_rows' input.
+template <typename T>
+inline void linear_rows_backward(const T* dc, int64_t ldc, int64_t rows, int64_t out, const T* w, int64_t in, T* da,
+                                 int64_t lda, T beta) {
+  Tensor result = view(da, rows, in, lda);
+  if (beta == T(0)) {
+    at::mm_out(result, view(dc, rows, out, ldc), view(w, out, in, in));
+  } else {
+    result.addmm_(view(dc, rows, out, ldc), view(w, out, in, in));
+  }
+}
+
+template <typename T>
+inline void fill_rows(T* c, int64_t rows, int64_t width, const T* bias) {
+  for (int64_t b = 0; b < rows; ++b)
+    for (int64_t k = 0; k < width; ++k) c[b * width + k] = bias[k];
+}
+
+struct Config {
+  bool lstm;
+  int64_t T, B, L, H, G, I, In, Kr, Kw;
+  double clip;  // <= 0: none
+  Sizes s;
+  Layout lr, lw;
+  std::vector<int32_t> tables;
+
+  Config(bool lstm_, int64_t T_, int64_t B_, int64_t L_, int64_t H_, int64_t I_, int64_t Kr_, int64_t Kw_, int64_t N,
+         int64_t M, int64_t shift_range, double clip_)
+      : lstm(lstm_), T(T_), B(B_), L(L_), H(H_), G(lstm_ ? 4 * H_ : H_), I(I_), In(I_ + Kr_ * M), Kr(Kr_), Kw(Kw_),
+        clip(clip_), s{N, M, 2 * shift_range + 1, shift_range, nullptr, nullptr},
+        lr(Sizes{N, M, 2 * shift_range + 1, shift_range, nullptr, nullptr}, false),
+        lw(Sizes{N, M, 2 * shift_range + 1, shift_range, nullptr, nullptr}, true) {
+    TORCH_CHECK(s.S <= 64, "ntm_fused: shift range above 31 is not supported");
+    TORCH_CHECK(Kw >= 1, "ntm_fused: needs at least one write head");
+    tables = shift_tables(N, s.S, s.R);
+    s.back = tables.data();
+    s.ahead = tables.data() + s.S * N;
+  }
+  int64_t F() const { return H + Kr * s.M; }
+  int64_t layer_in(int64_t l) const { return l == 0 ? In : H; }
+  int64_t per_layer() const { return lstm ? 4 : 2; }  // LSTM (w_ih, w_hh, b_ih, b_hh), linear (w, b)
+};
+
+// One step's memory work for batch element b: write heads address M_{t-1} and write, read heads
+// address M_t and read. Pointers are to this step's slices of the saved buffers.
+template <typename T>
+void memory_forward(const Config& c, int64_t b, const T* rw, const T* rr, const T* mo, T* mn, const T* ninv_old,
+                    T* ninv_new, const T* wwprev, const T* wrprev, T* wwt, T* wrt, T* iw, T* ir, T* feat, T* ea) {
+  const Sizes& s = c.s;
+  const int64_t iws = c.B * c.Kw * s.N, irs = c.B * c.Kr * s.N, NM = s.N * s.M;
+  mo += b * NM;
+  mn += b * NM;
+  for (int64_t k = 0; k < c.Kw; ++k) {
+    const int64_t o = (b * c.Kw + k) * s.N;
+    address_forward(rw + (b * c.Kw + k) * c.lw.size, mo, ninv_old + b * s.N, wwprev + o, s, c.lw, iw + o,
+                    iw + iws + o, iw + 2 * iws + o, iw + 3 * iws + o, wwt + o);
+  }
+  // erase and add vectors of every write head, then M_t = M_{t-1} prod_k (1 - w_k e_k) + sum_k w_k a_k
+  T* erase = ea;
+  T* add = ea + c.Kw * s.M;
+  for (int64_t k = 0; k < c.Kw; ++k) {
+    const T* chunk = rw + (b * c.Kw + k) * c.lw.size;
+    for (int64_t m = 0; m < s.M; ++m) {
+      erase[k * s.M + m] = sigmoid(chunk[c.lw.erase + m]);
+      add[k * s.M + m] = fast_tanh(chunk[c.lw.add + m]);
+    }
+  }
+  for (int64_t m = 0; m < s.M; ++m) {
+    const T* old = mo + m * s.N;
+    T* col = mn + m * s.N;
+    for (int64_t i = 0; i < s.N; ++i) col[i] = old[i];
+    for (int64_t k = 0; k < c.Kw; ++k) {
+      const T* wk = wwt + (b * c.Kw + k) * s.N;
+      const T ek = erase[k * s.M + m];
+      for (int64_t i = 0; i < s.N; ++i) col[i] *= T(1) - wk[i] * ek;
+    }
+    for (int64_t k = 0; k < c.Kw; ++k) {
+      const T* wk = wwt + (b * c.Kw + k) * s.N;
+      const T ak = add[k * s.M + m];
+      for (int64_t i = 0; i < s.N; ++i) col[i] += wk[i] * ak;
+    }
+  }
+  row_inverse_norms(mn, ninv_new + b * s.N, s);
+  for (int64_t k = 0; k < c.Kr; ++k) {
+    const int64_t o = (b * c.Kr + k) * s.N;
+    address_forward(rr + (b * c.Kr + k) * c.lr.size, mn, ninv_new + b * s.N, wrprev + o, s, c.lr, ir + o,
+                    ir + irs + o, ir + 2 * irs + o, ir + 3 * irs + o, wrt + o);
+    T* r = feat + b * c.F() + c.H + k * s.M;
+    for (int64_t m = 0; m < s.M; ++m) {
+      const T* col = mn + m * s.N;
+      T acc = 0;
+      for (int64_t i = 0; i < s.N; ++i) acc += wrt[o + i] * col[i];
+      r[m] = acc;
+    }
+  }
+}
+
+// The backward of memory_forward for batch element b. On entry dmn holds the gradient of M_t
+// from the future and dr (this element's K_r M values) that of the reads; dwr and dww hold the
+// gradients of this step's weightings from the next step. Writes dmo (the gradient of M_{t-1}),
+// dwrprev and dwwprev (of the previous weightings), and the heads' pre-activation gradients.
+template <typename T>
+void memory_backward(const Config& c, int64_t b, const T* rw, const T* rr, const T* mo, const T* mn,
+                     const T* ninv_old, const T* ninv_new, const T* wwprev, const T* wrprev, const T* wwt,
+                     const T* wrt, const T* iw, const T* ir, const T* dr, T* dmn, T* dmo, T* dwr, T* dww, T* dwrprev,
+                     T* dwwprev, T* drr, T* drw, T* buf, T* scratch) {
+  const Sizes& s = c.s;
+  const Layout &lr = c.lr, &lw = c.lw;
+  const int64_t iws = c.B * c.Kw * s.N, irs = c.B * c.Kr * s.N, NM = s.N * s.M;
+  mo += b * NM;
+  mn += b * NM;
+  dmn += b * NM;
+  dmo += b * NM;
+  // the reads r_k = sum_i w_k(i) M_t(i)
+  for (int64_t k = 0; k < c.Kr; ++k) {
+    const int64_t o = (b * c.Kr + k) * s.N;
+    const T* drk = dr + k * s.M;
+    for (int64_t m = 0; m < s.M; ++m) {
+      const T drm = drk[m];
+      const T* col = mn + m * s.N;
+      T* dcol = dmn + m * s.N;
+      for (int64_t i = 0; i < s.N; ++i) {
+        dwr[o + i] += drm * col[i];
+        dcol[i] += wrt[o + i] * drm;
+      }
+    }
+  }
+  for (int64_t k = 0; k < c.Kr; ++k) {
+    const int64_t o = (b * c.Kr + k) * s.N;
+    for (int64_t i = 0; i < s.N; ++i) dwrprev[o + i] = 0;
+    address_backward(rr + (b * c.Kr + k) * lr.size, mn, ninv_new + b * s.N, wrprev + o, s, lr, ir + o, ir + irs + o,
+                     ir + 2 * irs + o, ir + 3 * irs + o, wrt + o, dwr + o, dwrprev + o, dmn,
+                     drr + (b * c.Kr + k) * lr.size, scratch);
+  }
+  // the write M_t = M_{t-1} prod_k (1 - w_k e_k) + sum_k w_k a_k
+  T* dchunks = drw + b * c.Kw * lw.size;
+  T* erase = buf;
+  T* add = erase + c.Kw * s.M;
+  T* factors = erase + 2 * c.Kw * s.M;      // 1 - w_k e_k(m), (Kw, N), for the current column
+  T* others = factors + c.Kw * s.N;          // the product of the other heads' factors
+  for (int64_t k = 0; k < c.Kw; ++k) {
+    const T* chunk = rw + (b * c.Kw + k) * lw.size;
+    for (int64_t m = 0; m < s.M; ++m) {
+      erase[k * s.M + m] = sigmoid(chunk[lw.erase + m]);
+      add[k * s.M + m] = fast_tanh(chunk[lw.add + m]);
+      dchunks[k * lw.size + lw.erase + m] = 0;
+      dchunks[k * lw.size + lw.add + m] = 0;
+    }
+  }
+  for (int64_t m = 0; m < s.M; ++m) {
+    const T* g = dmn + m * s.N;
+    const T* old = mo + m * s.N;
+    T* dold = dmo + m * s.N;
+    for (int64_t k = 0; k < c.Kw; ++k) {
+      const T* wk = wwt + (b * c.Kw + k) * s.N;
+      const T ek = erase[k * s.M + m];
+      for (int64_t i = 0; i < s.N; ++i) factors[k * s.N + i] = T(1) - wk[i] * ek;
+    }
+    for (int64_t k = 0; k < c.Kw; ++k) {
+      T* ok = others + k * s.N;
+      for (int64_t i = 0; i < s.N; ++i) ok[i] = 1;
+      for (int64_t j = 0; j < c.Kw; ++j)
+        if (j != k)
+          for (int64_t i = 0; i < s.N; ++i) ok[i] *= factors[j * s.N + i];
+    }
+    for (int64_t i = 0; i < s.N; ++i) dold[i] = g[i] * factors[i] * others[i];  // the product of all factors
+    for (int64_t k = 0; k < c.Kw; ++k) {
+      const T* wk = wwt + (b * c.Kw + k) * s.N;
+      T* dwk = dww + (b * c.Kw + k) * s.N;
+      const T ek = erase[k * s.M + m], ak = add[k * s.M + m];
+      const T* ok = others + k * s.N;
+      T de = 0, da = 0;
+      for (int64_t i = 0; i < s.N; ++i) {
+        const T gom = g[i] * old[i] * ok[i];
+        dwk[i] += g[i] * ak - gom * ek;
+        de -= gom * wk[i];
+        da += g[i] * wk[i];
+      }
+      dchunks[k * lw.size + lw.erase + m] += de;
+      dchunks[k * lw.size + lw.add + m] += da;
+    }
+  }
+  for (int64_t k = 0; k < c.Kw; ++k) {
+    const T* chunk = rw + (b * c.Kw + k) * lw.size;
+    for (int64_t m = 0; m < s.M; ++m) {
+      const T ek = erase[k * s.M + m], ak = add[k * s.M + m];
+      dchunks[k * lw.size + lw.erase + m] *= ek * (T(1) - ek);
+      dchunks[k * lw.size + lw.add + m] *= T(1) - ak * ak;
+    }
+    const int64_t o = (b * c.Kw + k) * s.N;
+    for (int64_t i = 0; i < s.N; ++i) dwwprev[o + i] = 0;
+    address_backward(chunk, mo, ninv_old + b * s.N, wwprev + o, s, lw, iw + o, iw + iws + o, iw + 2 * iws + o,
+                     iw + 3 * iws + o, wwt + o, dww + o, dwwprev + o, dmo, dchunks + k * lw.size, scratch);
+  }
+}
+
+template <typename T>
+const T* ptr(const Tensor& t) { return t.data_ptr<T>(); }
+template <typename T>
+T* mptr(Tensor& t) { return t.data_ptr<T>(); }
 
 }  // namespace
 
-// Returns {features (T,B,H+Kr*M), memories (T+1,B,N,M), read weights (T,B,Kr,N), write weights
-// (T,B,Kw,N), controller h (T,L,B,H), controller c (T,L,B,H) (LSTM; empty otherwise), gates or
-// pre-activations (T,L,B,G), hidden before clip (T,B,H), head outputs read (T,B,Kr*Pr) and write
-// (T,B,Kw*Pw), the addressing intermediates (cos, wc, wg, ws) of read (T,4,B,Kr,N) and write
-// heads (T,4,B,Kw,N), inverse row norms (T+1,B,N), controller inputs (T,B,I+Kr*M)}.
+// Returns {features (T,B,H+Kr*M), then what the backward needs: memories (T+1,B,M,N), read
+// weights (T,B,Kr,N), write weights (T,B,Kw,N), controller h (T,L,B,H), controller c (T,L,B,H)
+// (LSTM; empty otherwise), gates after their activations or pre-activations (T,L,B,G), hidden
+// before the clip (T,B,H), head outputs read (T,B,Kr*Pr) and write (T,B,Kw*Pw), the addressing
+// intermediates (cos, wc, wg, ws) of read (T,4,B,Kr,N) and write heads (T,4,B,Kw,N), inverse
+// row norms (T+1,B,N), controller inputs (T,B,I+Kr*M)}. Every tensor argument is contiguous.
 std::vector<Tensor> ntm_forward(const Tensor& x, const Tensor& r0, const Tensor& wr0, const Tensor& ww0,
                                 const Tensor& mem0, const Tensor& h0, const Tensor& c0,
                                 const std::vector<Tensor>& controller, const Tensor& read_w, const Tensor& read_b,
                                 const Tensor& write_w, const Tensor& write_b, bool lstm, int64_t shift_range,
                                 double clip) {
-  const int64_t T = x.size(0), B = x.size(1), L = h0.size(0);
-  Config c = make_config(x, mem0, wr0, ww0, h0, lstm, L, shift_range, clip);
-  const Sizes s = c.s;
-  const Layout lr(s, false), lw(s, true);
-  const int64_t H = c.H, G = lstm ? 4 * H : H, In = c.I + c.Kr * s.M;
+  const Config c(lstm, x.size(0), x.size(1), h0.size(0), h0.size(2), x.size(2), wr0.size(1), ww0.size(1),
+                 mem0.size(1), mem0.size(2), shift_range, clip);
+  const Sizes& s = c.s;
+  const int64_t T = c.T, B = c.B, L = c.L, H = c.H, G = c.G, In = c.In, F = c.F(), NM = s.N * s.M;
+  const int64_t Pr = c.Kr * c.lr.size, Pw = c.Kw * c.lw.size, nl = c.per_layer();
   auto opts = x.options();
-  Tensor features = at::empty({T, B, H + c.Kr * s.M}, opts);
-  Tensor mems = at::empty({T + 1, B, s.N, s.M}, opts);
+  Tensor features = at::empty({T, B, F}, opts);
+  Tensor mems = at::empty({T + 1, B, s.M, s.N}, opts);  // transposed, see row_inverse_norms
   Tensor ninv = at::empty({T + 1, B, s.N}, opts);
   Tensor wr = at::empty({T, B, c.Kr, s.N}, opts);
   Tensor ww = at::empty({T, B, c.Kw, s.N}, opts);
@@ -231,138 +462,89 @@ std::vector<Tensor> ntm_forward(const Tensor& x, const Tensor& r0, const Tensor&
   Tensor cs = lstm ? at::empty({T, L, B, H}, opts) : at::empty({0}, opts);
   Tensor gates = at::empty({T, L, B, G}, opts);
   Tensor hidden = at::empty({T, B, H}, opts);
-  Tensor raw_r = at::empty({T, B, c.Kr * lr.size}, opts);
-  Tensor raw_w = at::empty({T, B, c.Kw * lw.size}, opts);
+  Tensor raw_r = at::empty({T, B, Pr}, opts);
+  Tensor raw_w = at::empty({T, B, Pw}, opts);
   Tensor inter_r = at::empty({T, 4, B, c.Kr, s.N}, opts);
   Tensor inter_w = at::empty({T, 4, B, c.Kw, s.N}, opts);
   Tensor inputs = at::empty({T, B, In}, opts);
-  mems[0].copy_(mem0);
-  Tensor r_prev = r0.reshape({B, c.Kr * s.M});
-  Tensor wr_prev = wr0, ww_prev = ww0;
-  const int64_t nl = per_layer(c);
-  const Tensor read_wt = read_w.t(), write_wt = write_w.t();
-  std::vector<Tensor> w_ih_t(L), w_hh_t(L);
-  for (int64_t l = 0; l < L; ++l) {
-    w_ih_t[l] = controller[l * nl].t();
-    if (lstm) w_hh_t[l] = controller[l * nl + 1].t();
-  }
+  mems[0].copy_(mem0.transpose(1, 2));
+  // an LSTM cell's two biases are added together once
+  std::vector<Tensor> biases(L);
+  for (int64_t l = 0; l < L; ++l)
+    biases[l] = lstm ? (controller[l * nl + 2] + controller[l * nl + 3]).contiguous() : controller[l * nl + 1];
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ntm_forward", [&] {
     using T_ = scalar_t;
+    const T_ *xp = ptr<T_>(x), *r0p = ptr<T_>(r0), *h0p = ptr<T_>(h0), *c0p = lstm ? ptr<T_>(c0) : nullptr;
+    const T_ *rwb = ptr<T_>(read_b), *wwb = ptr<T_>(write_b), *rwp = ptr<T_>(read_w), *wwp = ptr<T_>(write_w);
+    T_ *featp = mptr<T_>(features), *memp = mptr<T_>(mems), *ninvp = mptr<T_>(ninv), *wrp = mptr<T_>(wr),
+       *wwtp = mptr<T_>(ww), *hsp = mptr<T_>(hs), *csp = lstm ? mptr<T_>(cs) : nullptr, *gp = mptr<T_>(gates),
+       *hidp = mptr<T_>(hidden), *rrp = mptr<T_>(raw_r), *rwrp = mptr<T_>(raw_w), *irp = mptr<T_>(inter_r),
+       *iwp = mptr<T_>(inter_w), *up = mptr<T_>(inputs);
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b)
-        row_inverse_norms(mems[0].data_ptr<T_>() + b * s.N * s.M, ninv[0].data_ptr<T_>() + b * s.N, s);
+      for (int64_t b = b0; b < b1; ++b) row_inverse_norms(memp + b * NM, ninvp + b * s.N, s);
     });
     for (int64_t t = 0; t < T; ++t) {
-      Tensor u = inputs[t];
-      u.narrow(1, 0, c.I).copy_(x[t]);
-      u.narrow(1, c.I, c.Kr * s.M).copy_(r_prev);
-      Tensor layer_in = u;
+      // the controller's input [x_t, r_{t-1}]
+      T_* u = up + t * B * In;
+      const T_* r_prev = t ? featp + (t - 1) * B * F + H : r0p;
+      const int64_t r_ld = t ? F : c.Kr * s.M;
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t k = 0; k < c.I; ++k) u[b * In + k] = xp[(t * B + b) * c.I + k];
+        for (int64_t k = 0; k < c.Kr * s.M; ++k) u[b * In + c.I + k] = r_prev[b * r_ld + k];
+      }
+      const T_* layer_in = u;
+      int64_t in_ld = In;
       for (int64_t l = 0; l < L; ++l) {
-        Tensor g = gates[t][l];
-        Tensor h = hs[t][l];
+        T_* g = gp + (t * L + l) * B * G;
+        T_* h = hsp + (t * L + l) * B * H;
+        fill_rows(g, B, G, ptr<T_>(biases[l]));
+        linear_rows(layer_in, in_ld, B, c.layer_in(l), ptr<T_>(controller[l * nl]), G, g, G, T_(1));
         if (lstm) {
-          at::addmm_out(g, controller[l * nl + 2], layer_in, w_ih_t[l]);
-          g.addmm_(t ? hs[t - 1][l] : h0[l], w_hh_t[l]);
-          const T_* bhh = controller[l * nl + 3].data_ptr<T_>();
-          const Tensor cprev_t = (t ? cs[t - 1][l] : c0[l]).contiguous();
-          const T_* cprev = cprev_t.data_ptr<T_>();
-          T_* gp = g.data_ptr<T_>();
-          T_* hp = h.data_ptr<T_>();
-          T_* cp = cs[t][l].data_ptr<T_>();
+          const T_* h_prev = t ? hsp + ((t - 1) * L + l) * B * H : h0p + l * B * H;
+          const T_* c_prev = t ? csp + ((t - 1) * L + l) * B * H : c0p + l * B * H;
+          T_* cn = csp + (t * L + l) * B * H;
+          linear_rows(h_prev, H, B, H, ptr<T_>(controller[l * nl + 1]), G, g, G, T_(1));
           for (int64_t b = 0; b < B; ++b) {
-            T_* gb = gp + b * G;
+            T_* gb = g + b * G;
             for (int64_t k = 0; k < H; ++k) {
-              const T_ ig = sigmoid(gb[k] + bhh[k]);
-              const T_ fg = sigmoid(gb[H + k] + bhh[H + k]);
-              const T_ gg = std::tanh(gb[2 * H + k] + bhh[2 * H + k]);
-              const T_ og = sigmoid(gb[3 * H + k] + bhh[3 * H + k]);
+              const T_ ig = sigmoid(gb[k]), fg = sigmoid(gb[H + k]), gg = fast_tanh(gb[2 * H + k]),
+                       og = sigmoid(gb[3 * H + k]);
               gb[k] = ig; gb[H + k] = fg; gb[2 * H + k] = gg; gb[3 * H + k] = og;
-              const T_ cn = fg * cprev[b * H + k] + ig * gg;
-              cp[b * H + k] = cn;
-              hp[b * H + k] = og * std::tanh(cn);
+              const T_ cell = fg * c_prev[b * H + k] + ig * gg;
+              cn[b * H + k] = cell;
+              h[b * H + k] = og * fast_tanh(cell);
             }
           }
         } else {
-          at::addmm_out(g, controller[l * nl + 1], layer_in, w_ih_t[l]);
-          T_* gp = g.data_ptr<T_>();
-          T_* hp = h.data_ptr<T_>();
-          for (int64_t k = 0; k < B * H; ++k) hp[k] = gp[k] > 0 ? gp[k] : T_(0);
+          for (int64_t k = 0; k < B * H; ++k) h[k] = g[k] > 0 ? g[k] : T_(0);
         }
         layer_in = h;
+        in_ld = H;
       }
-      hidden[t].copy_(layer_in);
-      Tensor hc = features[t].narrow(1, 0, H);
-      if (clip > 0) at::clamp_out(hc, layer_in, -clip, clip); else hc.copy_(layer_in);
-      Tensor raw_wt = raw_w[t], raw_rt = raw_r[t];
-      at::addmm_out(raw_wt, write_b, hc, write_wt);
-      at::addmm_out(raw_rt, read_b, hc, read_wt);
-      const T_* memp_old = mems[t].data_ptr<T_>();
-      T_* memp = mems[t + 1].data_ptr<T_>();
-      const T_* ninv_old = ninv[t].data_ptr<T_>();
-      T_* ninv_new = ninv[t + 1].data_ptr<T_>();
-      const T_* rwp = raw_w[t].data_ptr<T_>();
-      const T_* rrp = raw_r[t].data_ptr<T_>();
-      const Tensor wwp_c = ww_prev.contiguous(), wrp_c = wr_prev.contiguous();
-      const T_* wwprev = wwp_c.data_ptr<T_>();
-      const T_* wrprev = wrp_c.data_ptr<T_>();
-      T_* wwt = ww[t].data_ptr<T_>();
-      T_* wrt = wr[t].data_ptr<T_>();
-      T_* iw = inter_w[t].data_ptr<T_>();
-      T_* ir = inter_r[t].data_ptr<T_>();
-      T_* feat = features[t].data_ptr<T_>();
-      const int64_t NM = s.N * s.M, F = H + c.Kr * s.M, iws = B * c.Kw * s.N, irs = B * c.Kr * s.N;
+      T_* feat = featp + t * B * F;
+      T_* hid = hidp + t * B * H;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t k = 0; k < H; ++k) {
+          const T_ v = layer_in[b * H + k];
+          hid[b * H + k] = v;
+          feat[b * F + k] = clip > 0 ? std::min(std::max(v, T_(-clip)), T_(clip)) : v;
+        }
+      T_* rw = rwrp + t * B * Pw;
+      T_* rr = rrp + t * B * Pr;
+      fill_rows(rw, B, Pw, wwb);
+      linear_rows(feat, F, B, H, wwp, Pw, rw, Pw, T_(1));
+      fill_rows(rr, B, Pr, rwb);
+      linear_rows(feat, F, B, H, rwp, Pr, rr, Pr, T_(1));
+      const T_* wwprev = t ? wwtp + (t - 1) * B * c.Kw * s.N : ptr<T_>(ww0);
+      const T_* wrprev = t ? wrp + (t - 1) * B * c.Kr * s.N : ptr<T_>(wr0);
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
         std::vector<T_> ea(2 * c.Kw * s.M);
-        for (int64_t b = b0; b < b1; ++b) {
-          const T_* mo = memp_old + b * NM;
-          T_* mn = memp + b * NM;
-          for (int64_t k = 0; k < c.Kw; ++k) {
-            const int64_t o = (b * c.Kw + k) * s.N;
-            address_forward(rwp + (b * c.Kw + k) * lw.size, mo, ninv_old + b * s.N, wwprev + o, s, lw,
-                            iw + o, iw + iws + o, iw + 2 * iws + o, iw + 3 * iws + o, wwt + o);
-          }
-          // erase and add vectors of every write head, then M_t = M_{t-1} prod_k (1 - w_k e_k) + sum_k w_k a_k
-          T_* erase = ea.data();
-          T_* add = erase + c.Kw * s.M;
-          for (int64_t k = 0; k < c.Kw; ++k) {
-            const T_* chunk = rwp + (b * c.Kw + k) * lw.size;
-            for (int64_t m = 0; m < s.M; ++m) {
-              erase[k * s.M + m] = sigmoid(chunk[lw.erase + m]);
-              add[k * s.M + m] = std::tanh(chunk[lw.add + m]);
-            }
-          }
-          for (int64_t i = 0; i < s.N; ++i) {
-            const T_* old = mo + i * s.M;
-            T_* row = mn + i * s.M;
-            for (int64_t m = 0; m < s.M; ++m) row[m] = old[m];
-            for (int64_t k = 0; k < c.Kw; ++k) {
-              const T_ wk = wwt[(b * c.Kw + k) * s.N + i];
-              const T_* ek = erase + k * s.M;
-              for (int64_t m = 0; m < s.M; ++m) row[m] *= T_(1) - wk * ek[m];
-            }
-            for (int64_t k = 0; k < c.Kw; ++k) {
-              const T_ wk = wwt[(b * c.Kw + k) * s.N + i];
-              const T_* ak = add + k * s.M;
-              for (int64_t m = 0; m < s.M; ++m) row[m] += wk * ak[m];
-            }
-          }
-          row_inverse_norms(mn, ninv_new + b * s.N, s);
-          for (int64_t k = 0; k < c.Kr; ++k) {
-            const int64_t o = (b * c.Kr + k) * s.N;
-            address_forward(rrp + (b * c.Kr + k) * lr.size, mn, ninv_new + b * s.N, wrprev + o, s, lr,
-                            ir + o, ir + irs + o, ir + 2 * irs + o, ir + 3 * irs + o, wrt + o);
-            T_* r = feat + b * F + H + k * s.M;
-            for (int64_t m = 0; m < s.M; ++m) r[m] = 0;
-            for (int64_t i = 0; i < s.N; ++i) {
-              const T_ wi = wrt[o + i];
-              for (int64_t m = 0; m < s.M; ++m) r[m] += wi * mn[i * s.M + m];
-            }
-          }
-        }
+        for (int64_t b = b0; b < b1; ++b)
+          memory_forward(c, b, rw, rr, memp + t * B * NM, memp + (t + 1) * B * NM, ninvp + t * B * s.N,
+                         ninvp + (t + 1) * B * s.N, wwprev, wrprev, wwtp + t * B * c.Kw * s.N,
+                         wrp + t * B * c.Kr * s.N, iwp + t * 4 * B * c.Kw * s.N, irp + t * 4 * B * c.Kr * s.N, feat,
+                         ea.data());
       });
-      r_prev = features[t].narrow(1, H, c.Kr * s.M);
-      wr_prev = wr[t];
-      ww_prev = ww[t];
     }
   });
   return {features, mems, wr, ww, hs, cs, gates, hidden, raw_r, raw_w, inter_r, inter_w, ninv, inputs};
@@ -380,215 +562,115 @@ std::vector<Tensor> ntm_backward(const Tensor& dfeatures, const Tensor& dmem_T, 
   const Tensor &mems = saved[0], &wr = saved[1], &ww = saved[2], &hs = saved[3], &cs = saved[4],
                &gates = saved[5], &hidden = saved[6], &raw_r = saved[7], &raw_w = saved[8],
                &inter_r = saved[9], &inter_w = saved[10], &ninv = saved[11], &inputs = saved[12];
-  const int64_t T = dfeatures.size(0), B = dfeatures.size(1), L = h0.size(0);
-  Config c;
-  c.lstm = lstm; c.layers = L; c.H = h0.size(2); c.I = input_size; c.Kr = wr0.size(1); c.Kw = ww0.size(1);
-  c.clip = clip;
-  c.s = Sizes{mems.size(2), mems.size(3), 2 * shift_range + 1, shift_range};
-  const Sizes s = c.s;
-  const Layout lr(s, false), lw(s, true);
-  const int64_t H = c.H, G = lstm ? 4 * H : H, In = c.I + c.Kr * s.M, NM = s.N * s.M;
-  const int64_t nl = per_layer(c);
+  const Config c(lstm, dfeatures.size(0), dfeatures.size(1), h0.size(0), h0.size(2), input_size, wr0.size(1),
+                 ww0.size(1), mems.size(3), mems.size(2), shift_range, clip);
+  const Sizes& s = c.s;
+  const int64_t T = c.T, B = c.B, L = c.L, H = c.H, G = c.G, In = c.In, F = c.F(), NM = s.N * s.M;
+  const int64_t Pr = c.Kr * c.lr.size, Pw = c.Kw * c.lw.size, nl = c.per_layer();
   auto opts = dfeatures.options();
   Tensor dx = at::empty({T, B, c.I}, opts);
   Tensor dgates = at::empty({T, L, B, G}, opts);
-  Tensor draw_r = at::empty({T, B, c.Kr * lr.size}, opts);
-  Tensor draw_w = at::empty({T, B, c.Kw * lw.size}, opts);
+  Tensor draw_r = at::empty({T, B, Pr}, opts);
+  Tensor draw_w = at::empty({T, B, Pw}, opts);
   // carries from step t + 1 into step t
-  Tensor dmem = dmem_T.contiguous().clone();
-  Tensor dr = dr_T.reshape({B, c.Kr * s.M}).contiguous().clone();
-  Tensor dwr = dwr_T.contiguous().clone();
-  Tensor dww = dww_T.contiguous().clone();
-  Tensor dh = dh_T.contiguous().clone();  // (L, B, H)
-  Tensor dc = dc_T.contiguous().clone();
-  Tensor dmem_prev = at::empty_like(dmem);
-  Tensor dwr_prev = at::empty_like(dwr), dww_prev = at::empty_like(dww);
+  Tensor dmem = dmem_T.transpose(1, 2).contiguous(), dmem_prev = at::empty_like(dmem);
+  Tensor dr = dr_T.reshape({B, c.Kr * s.M}).clone();
+  Tensor dwr = dwr_T.clone(), dwr_prev = at::empty_like(dwr);
+  Tensor dww = dww_T.clone(), dww_prev = at::empty_like(dww);
+  Tensor dh = dh_T.clone(), dc = dc_T.clone();  // (L, B, H)
   Tensor dhc = at::empty({B, H}, opts);
-  Tensor scratch = at::empty({B, 3 * s.N}, opts);
-  std::vector<Tensor> w_ih(L), w_hh(L);
-  for (int64_t l = 0; l < L; ++l) {
-    w_ih[l] = controller[l * nl];
-    if (lstm) w_hh[l] = controller[l * nl + 1];
-  }
+  Tensor dlayer = at::empty({B, std::max(In, H)}, opts);
   AT_DISPATCH_FLOATING_TYPES(dfeatures.scalar_type(), "ntm_backward", [&] {
     using T_ = scalar_t;
+    const T_ *dfp = ptr<T_>(dfeatures), *memp = ptr<T_>(mems), *wrp = ptr<T_>(wr), *wwtp = ptr<T_>(ww),
+             *hsp = ptr<T_>(hs), *csp = lstm ? ptr<T_>(cs) : nullptr, *gp = ptr<T_>(gates),
+             *hidp = ptr<T_>(hidden), *rrp = ptr<T_>(raw_r), *rwrp = ptr<T_>(raw_w), *irp = ptr<T_>(inter_r),
+             *iwp = ptr<T_>(inter_w), *ninvp = ptr<T_>(ninv), *c0p = lstm ? ptr<T_>(c0) : nullptr,
+             *rwp = ptr<T_>(read_w), *wwp = ptr<T_>(write_w);
+    T_ *dxp = mptr<T_>(dx), *dgp = mptr<T_>(dgates), *drrp = mptr<T_>(draw_r), *drwp = mptr<T_>(draw_w),
+       *drp = mptr<T_>(dr), *dhp = lstm ? mptr<T_>(dh) : nullptr, *dcp = lstm ? mptr<T_>(dc) : nullptr,
+       *dhcp = mptr<T_>(dhc), *dlp = mptr<T_>(dlayer);
     for (int64_t t = T - 1; t >= 0; --t) {
-      const Tensor wr_prev = (t ? wr[t - 1] : wr0).contiguous();
-      const Tensor ww_prev = (t ? ww[t - 1] : ww0).contiguous();
-      const T_* df = dfeatures[t].data_ptr<T_>();
-      const T_* mo_all = mems[t].data_ptr<T_>();
-      const T_* mn_all = mems[t + 1].data_ptr<T_>();
-      const T_* ninv_o = ninv[t].data_ptr<T_>();
-      const T_* ninv_n = ninv[t + 1].data_ptr<T_>();
-      const T_* rrp = raw_r[t].data_ptr<T_>();
-      const T_* rwp = raw_w[t].data_ptr<T_>();
-      const T_* wrt = wr[t].data_ptr<T_>();
-      const T_* wwt = ww[t].data_ptr<T_>();
-      const T_* wrprev = wr_prev.data_ptr<T_>();
-      const T_* wwprev = ww_prev.data_ptr<T_>();
-      const T_* ir = inter_r[t].data_ptr<T_>();
-      const T_* iw = inter_w[t].data_ptr<T_>();
-      T_* dmemp = dmem.data_ptr<T_>();
-      T_* dmemo = dmem_prev.data_ptr<T_>();
-      T_* drp = dr.data_ptr<T_>();
-      T_* dwrp = dwr.data_ptr<T_>();
-      T_* dwwp = dww.data_ptr<T_>();
-      T_* dwrprev = dwr_prev.data_ptr<T_>();
-      T_* dwwprev = dww_prev.data_ptr<T_>();
-      T_* drr = draw_r[t].data_ptr<T_>();
-      T_* drw = draw_w[t].data_ptr<T_>();
-      T_* scr = scratch.data_ptr<T_>();
-      const int64_t F = H + c.Kr * s.M, iws = B * c.Kw * s.N, irs = B * c.Kr * s.N;
+      const T_* df = dfp + t * B * F;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t k = 0; k < c.Kr * s.M; ++k) drp[b * c.Kr * s.M + k] += df[b * F + H + k];
+      const T_* rw = rwrp + t * B * Pw;
+      const T_* rr = rrp + t * B * Pr;
+      T_* drw = drwp + t * B * Pw;
+      T_* drr = drrp + t * B * Pr;
+      const T_* wwprev = t ? wwtp + (t - 1) * B * c.Kw * s.N : ptr<T_>(ww0);
+      const T_* wrprev = t ? wrp + (t - 1) * B * c.Kr * s.N : ptr<T_>(wr0);
+      T_ *dmn = mptr<T_>(dmem), *dmo = mptr<T_>(dmem_prev), *dwrt = mptr<T_>(dwr), *dwwt = mptr<T_>(dww),
+         *dwrprev = mptr<T_>(dwr_prev), *dwwprev = mptr<T_>(dww_prev);
       at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-        std::vector<T_> buf(4 * c.Kw * s.M);
-        for (int64_t b = b0; b < b1; ++b) {
-          const T_* mo = mo_all + b * NM;
-          const T_* mn = mn_all + b * NM;
-          T_* dmn = dmemp + b * NM;
-          T_* dmo = dmemo + b * NM;
-          T_* drb = drp + b * c.Kr * s.M;
-          for (int64_t k = 0; k < c.Kr * s.M; ++k) drb[k] += df[b * F + H + k];
-          // the reads r_k = sum_i w_k(i) M_t(i)
-          for (int64_t k = 0; k < c.Kr; ++k) {
-            const int64_t o = (b * c.Kr + k) * s.N;
-            const T_* drk = drb + k * s.M;
-            for (int64_t i = 0; i < s.N; ++i) {
-              T_ acc = 0;
-              const T_ wi = wrt[o + i];
-              for (int64_t m = 0; m < s.M; ++m) {
-                acc += drk[m] * mn[i * s.M + m];
-                dmn[i * s.M + m] += wi * drk[m];
-              }
-              dwrp[o + i] += acc;
-            }
-          }
-          for (int64_t k = 0; k < c.Kr; ++k) {
-            const int64_t o = (b * c.Kr + k) * s.N;
-            for (int64_t i = 0; i < s.N; ++i) dwrprev[o + i] = 0;
-            address_backward(rrp + (b * c.Kr + k) * lr.size, mn, ninv_n + b * s.N, wrprev + o, s, lr, ir + o,
-                             ir + irs + o, ir + 2 * irs + o, ir + 3 * irs + o, wrt + o, dwrp + o, dwrprev + o, dmn,
-                             drr + (b * c.Kr + k) * lr.size, scr + b * 3 * s.N);
-          }
-          // the write M_t = M_{t-1} * prod_k (1 - w_k e_k) + sum_k w_k a_k
-          T_* dchunks = drw + b * c.Kw * lw.size;
-          T_* erase = buf.data();
-          T_* add = erase + c.Kw * s.M;
-          T_* factors = erase + 2 * c.Kw * s.M;  // 1 - w_k(i) e_k, (Kw, M) for the current row
-          T_* others = erase + 3 * c.Kw * s.M;   // prod over the other heads' factors
-          for (int64_t k = 0; k < c.Kw; ++k) {
-            const T_* chunk = rwp + (b * c.Kw + k) * lw.size;
-            for (int64_t m = 0; m < s.M; ++m) {
-              erase[k * s.M + m] = sigmoid(chunk[lw.erase + m]);
-              add[k * s.M + m] = std::tanh(chunk[lw.add + m]);
-              dchunks[k * lw.size + lw.erase + m] = 0;
-              dchunks[k * lw.size + lw.add + m] = 0;
-            }
-          }
-          for (int64_t i = 0; i < s.N; ++i) {
-            const T_* g = dmn + i * s.M;
-            const T_* old = mo + i * s.M;
-            T_* dold = dmo + i * s.M;
-            for (int64_t k = 0; k < c.Kw; ++k) {
-              const T_ wk = wwt[(b * c.Kw + k) * s.N + i];
-              for (int64_t m = 0; m < s.M; ++m) factors[k * s.M + m] = T_(1) - wk * erase[k * s.M + m];
-            }
-            for (int64_t k = 0; k < c.Kw; ++k) {
-              T_* ok = others + k * s.M;
-              for (int64_t m = 0; m < s.M; ++m) ok[m] = 1;
-              for (int64_t j = 0; j < c.Kw; ++j)
-                if (j != k)
-                  for (int64_t m = 0; m < s.M; ++m) ok[m] *= factors[j * s.M + m];
-            }
-            // keep = factors_0 * others_0
-            for (int64_t m = 0; m < s.M; ++m) dold[m] = g[m] * factors[m] * others[m];
-            for (int64_t k = 0; k < c.Kw; ++k) {
-              const T_ wk = wwt[(b * c.Kw + k) * s.N + i];
-              const T_* ek = erase + k * s.M;
-              const T_* ak = add + k * s.M;
-              const T_* ok = others + k * s.M;
-              T_* de = dchunks + k * lw.size + lw.erase;
-              T_* da = dchunks + k * lw.size + lw.add;
-              T_ dw = 0;
-              for (int64_t m = 0; m < s.M; ++m) {
-                const T_ gom = g[m] * old[m] * ok[m];
-                dw += g[m] * ak[m] - gom * ek[m];
-                de[m] -= gom * wk;
-                da[m] += g[m] * wk;
-              }
-              dwwp[(b * c.Kw + k) * s.N + i] += dw;
-            }
-          }
-          for (int64_t k = 0; k < c.Kw; ++k) {
-            const T_* chunk = rwp + (b * c.Kw + k) * lw.size;
-            for (int64_t m = 0; m < s.M; ++m) {
-              const T_ ek = erase[k * s.M + m], ak = add[k * s.M + m];
-              dchunks[k * lw.size + lw.erase + m] *= ek * (T_(1) - ek);
-              dchunks[k * lw.size + lw.add + m] *= T_(1) - ak * ak;
-            }
-            const int64_t o = (b * c.Kw + k) * s.N;
-            for (int64_t i = 0; i < s.N; ++i) dwwprev[o + i] = 0;
-            address_backward(chunk, mo, ninv_o + b * s.N, wwprev + o, s, lw, iw + o, iw + iws + o,
-                             iw + 2 * iws + o, iw + 3 * iws + o, wwt + o, dwwp + o, dwwprev + o, dmo,
-                             dchunks + k * lw.size, scr + b * 3 * s.N);
-          }
-        }
+        std::vector<T_> buf(2 * c.Kw * (s.M + s.N) + 4 * s.N);
+        for (int64_t b = b0; b < b1; ++b)
+          memory_backward(c, b, rw, rr, memp + t * B * NM, memp + (t + 1) * B * NM, ninvp + t * B * s.N,
+                          ninvp + (t + 1) * B * s.N, wwprev, wrprev, wwtp + t * B * c.Kw * s.N,
+                          wrp + t * B * c.Kr * s.N, iwp + t * 4 * B * c.Kw * s.N, irp + t * 4 * B * c.Kr * s.N,
+                          drp + b * c.Kr * s.M, dmn, dmo, dwrt, dwwt, dwrprev, dwwprev, drr, drw, buf.data(),
+                          buf.data() + 2 * c.Kw * (s.M + s.N));
       });
       std::swap(dmem, dmem_prev);
       std::swap(dwr, dwr_prev);
       std::swap(dww, dww_prev);
-      // the heads' linear layers, then the clip
-      at::mm_out(dhc, draw_r[t], read_w);
-      dhc.addmm_(draw_w[t], write_w);
-      dhc.add_(dfeatures[t].narrow(1, 0, H));
-      if (clip > 0) dhc.mul_(hidden[t].abs().le(clip));
-      // the controller, last layer first
-      Tensor dlayer = dhc;
+      // the heads' linear layers and the clip
+      const T_* hid = hidp + t * B * H;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t k = 0; k < H; ++k) dhcp[b * H + k] = df[b * F + k];
+      linear_rows_backward(drr, Pr, B, Pr, rwp, H, dhcp, H, T_(1));
+      linear_rows_backward(drw, Pw, B, Pw, wwp, H, dhcp, H, T_(1));
+      if (clip > 0)
+        for (int64_t k = 0; k < B * H; ++k)
+          if (hid[k] < -clip || hid[k] > clip) dhcp[k] = 0;
+      // the controller, last layer first; dup is the gradient of the layer's output
+      const T_* dup = dhcp;
       for (int64_t l = L - 1; l >= 0; --l) {
-        Tensor dg = dgates[t][l];
-        T_* dgp = dg.data_ptr<T_>();
-        const T_* gp = gates[t][l].data_ptr<T_>();
-        const T_* dlp = dlayer.data_ptr<T_>();
+        T_* dg = dgp + (t * L + l) * B * G;
+        const T_* g = gp + (t * L + l) * B * G;
         if (lstm) {
-          T_* dhp = dh[l].data_ptr<T_>();
-          T_* dcp = dc[l].data_ptr<T_>();
-          const T_* cp = cs[t][l].data_ptr<T_>();
-          const Tensor cprev_t = (t ? cs[t - 1][l] : c0[l]).contiguous();
-          const T_* cprev = cprev_t.data_ptr<T_>();
+          T_* dhl = dhp + l * B * H;
+          T_* dcl = dcp + l * B * H;
+          const T_* cn = csp + (t * L + l) * B * H;
+          const T_* c_prev = t ? csp + ((t - 1) * L + l) * B * H : c0p + l * B * H;
           for (int64_t b = 0; b < B; ++b) {
-            const T_* gb = gp + b * G;
-            T_* dgb = dgp + b * G;
+            const T_* gb = g + b * G;
+            T_* dgb = dg + b * G;
             for (int64_t k = 0; k < H; ++k) {
               const T_ ig = gb[k], fg = gb[H + k], gg = gb[2 * H + k], og = gb[3 * H + k];
-              const T_ dhk = dlp[b * H + k] + dhp[b * H + k];
-              const T_ tc = std::tanh(cp[b * H + k]);
-              const T_ dct = dcp[b * H + k] + dhk * og * (T_(1) - tc * tc);
+              const T_ dhk = dup[b * H + k] + dhl[b * H + k];
+              const T_ tc = fast_tanh(cn[b * H + k]);
+              const T_ dct = dcl[b * H + k] + dhk * og * (T_(1) - tc * tc);
               dgb[k] = dct * gg * ig * (T_(1) - ig);
-              dgb[H + k] = dct * cprev[b * H + k] * fg * (T_(1) - fg);
+              dgb[H + k] = dct * c_prev[b * H + k] * fg * (T_(1) - fg);
               dgb[2 * H + k] = dct * ig * (T_(1) - gg * gg);
               dgb[3 * H + k] = dhk * tc * og * (T_(1) - og);
-              dcp[b * H + k] = dct * fg;
+              dcl[b * H + k] = dct * fg;
             }
           }
-          Tensor dh_l = dh[l];
-          at::mm_out(dh_l, dg, w_hh[l]);
+          linear_rows_backward(dg, G, B, G, ptr<T_>(controller[l * nl + 1]), H, dhl, H, T_(0));
         } else {
-          const T_* hp = hs[t][l].data_ptr<T_>();
-          for (int64_t k = 0; k < B * H; ++k) dgp[k] = hp[k] > 0 ? dlp[k] : T_(0);
+          const T_* h = hsp + (t * L + l) * B * H;
+          for (int64_t k = 0; k < B * H; ++k) dg[k] = h[k] > 0 ? dup[k] : T_(0);
         }
-        dlayer = at::mm(dg, w_ih[l]);
+        const int64_t in = c.layer_in(l);
+        linear_rows_backward(dg, G, B, G, ptr<T_>(controller[l * nl]), in, dlp, in, T_(0));
+        dup = dlp;  // read by the next (lower) layer before it is overwritten
       }
-      // dlayer is the gradient of the controller's input [x_t, r_{t-1}]
-      dx[t].copy_(dlayer.narrow(1, 0, c.I));
-      dr.copy_(dlayer.narrow(1, c.I, c.Kr * s.M));
+      // dlayer is now the gradient of the controller's input [x_t, r_{t-1}]
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t k = 0; k < c.I; ++k) dxp[(t * B + b) * c.I + k] = dlp[b * In + k];
+        for (int64_t k = 0; k < c.Kr * s.M; ++k) drp[b * c.Kr * s.M + k] = dlp[b * In + c.I + k];
+      }
     }
   });
   // weight gradients: one matmul per weight over all steps
-  std::vector<Tensor> out = {dx, dr.reshape({B, c.Kr, s.M}), dwr, dww, dmem, dh, dc};
-  const Tensor hc2 = (clip > 0 ? hidden.clamp(-clip, clip) : hidden).reshape({T * B, H});
-  const Tensor drr2 = draw_r.reshape({T * B, -1}), drw2 = draw_w.reshape({T * B, -1});
-  out.push_back(drr2.t().mm(hc2));
+  std::vector<Tensor> out = {dx, dr.reshape({B, c.Kr, s.M}), dwr, dww, dmem.transpose(1, 2).contiguous(), dh, dc};
+  const Tensor hc = (clip > 0 ? hidden.clamp(-clip, clip) : hidden).reshape({T * B, H});
+  const Tensor drr2 = draw_r.reshape({T * B, Pr}), drw2 = draw_w.reshape({T * B, Pw});
+  out.push_back(drr2.t().mm(hc));
   out.push_back(drr2.sum(0));
-  out.push_back(drw2.t().mm(hc2));
+  out.push_back(drw2.t().mm(hc));
   out.push_back(drw2.sum(0));
   for (int64_t l = 0; l < L; ++l) {
     const Tensor dg2 = dgates.select(1, l).reshape({T * B, G});
@@ -596,9 +678,10 @@ std::vector<Tensor> ntm_backward(const Tensor& dfeatures, const Tensor& dmem_T, 
     out.push_back(dg2.t().mm(in2));
     if (lstm) {
       const Tensor hprev = at::cat({h0[l].unsqueeze(0), hs.select(1, l).narrow(0, 0, T - 1)}, 0).reshape({T * B, H});
+      const Tensor db = dg2.sum(0);
       out.push_back(dg2.t().mm(hprev));
-      out.push_back(dg2.sum(0));
-      out.push_back(dg2.sum(0));
+      out.push_back(db);
+      out.push_back(db.clone());
     } else {
       out.push_back(dg2.sum(0));
     }
