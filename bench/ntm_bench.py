@@ -10,6 +10,8 @@ read and four write heads):
   reference implementations (one sequence per update), which the issue timed at 60-70 ms per
   length-20 sequence on this machine;
 - ``compiled``: the same NTM with its step under ``torch.compile`` (``NTM(compile_step=True)``);
+- ``fused``: the same NTM as one C++ loop over the sequence with a hand-written backward through
+  time (``NTM(fused=True)``, :mod:`graphmem.memory.fused`);
 - ``lstm``: ``torch.nn.LSTM`` of the controller's size and the same output layer, no memory:
   the floor that a memory-less recurrent model of this size costs;
 - ``dnc``: the Differentiable Neural Computer of the PyPI package ``dnc`` (a batched PyTorch
@@ -55,7 +57,7 @@ from graphmem.data.algorithmic import associative_recall_batch, copy_batch
 from graphmem.lit.sequence import sequence_costs
 from graphmem.memory import NTM
 
-MODELS = ("eager", "compiled", "lstm", "dnc")
+MODELS = ("eager", "compiled", "fused", "lstm", "dnc")
 #: the recipes' memory, rows x width (``--memory`` sets another, to see what the memory's size costs)
 MEMORY = (128, 20)
 #: the NTM of each recipe (recipes/ntm_copy.yaml, recipes/ntm_associative_recall.yaml)
@@ -122,7 +124,7 @@ def build(kind: str, recipe: str, memory: tuple[int, int] = MEMORY) -> nn.Module
     if kind == "dnc":
         return DNCPeer(*sizes, options["read_heads"], memory)
     return NTM(memory_size=memory[0], memory_width=memory[1], shift_range=1, compile_step=kind == "compiled",
-               **options)
+               fused=kind == "fused", **options)
 
 
 def make_batch(recipe: str, size: int, batch_size: int, generator: torch.Generator) -> tuple:
@@ -236,7 +238,8 @@ def main() -> None:
           "the ratio within a round; speed-up: per sequence, against eager at batch 1 (the reference "
           "regime) of the same length; MB: resident memory added by one step")
     header = ["L" if args.recipe == "copy" else "items", "steps", "batch", *(f"{k} ms/step" for k in kinds), *(f"{k} ms/seq" for k in kinds),
-              "compiled / lstm", "dnc / eager", "dnc / compiled", "speed-up eager", "speed-up compiled", *(f"{k} MB" for k in kinds)]
+              "compiled / lstm", "fused / lstm", "dnc / eager", "dnc / compiled", "dnc / fused", "speed-up eager",
+              "speed-up compiled", "speed-up fused", *(f"{k} MB" for k in kinds)]
     print("| " + " | ".join(header) + " |")
     print("| " + " | ".join("---:" for _ in header) + " |")
     steps = {} if args.no_time else steppers(kinds, args.recipe, memory)
@@ -252,10 +255,11 @@ def main() -> None:
             if reference is None and "eager" in kinds:
                 reference = per_seq["eager"] if batch_size == 1 else None
             speedup = [f"{reference / per_seq[k]:.1f}x" if reference and k in kinds else "-"
-                       for k in ("eager", "compiled")]
+                       for k in ("eager", "compiled", "fused")]
             row = [length, batch[0].size(0), batch_size, *(f"{ms[k]:.1f} ({best[k]:.1f})" for k in kinds),
-                   *(f"{per_seq[k]:.2f}" for k in kinds), ratio(times, "compiled", "lstm"),
-                   ratio(times, "dnc", "eager"), ratio(times, "dnc", "compiled"), *speedup]
+                   *(f"{per_seq[k]:.2f}" for k in kinds), ratio(times, "compiled", "lstm"), ratio(times, "fused", "lstm"),
+                   ratio(times, "dnc", "eager"), ratio(times, "dnc", "compiled"), ratio(times, "dnc", "fused"),
+                   *speedup]
             if args.no_memory:
                 row += ["-"] * len(kinds)
             else:

@@ -56,20 +56,25 @@ inline void softmax(T* v, int64_t n) {
 
 struct Sizes {
   int64_t N, M, S, R;
-  // back[j * N + i] = (i - o_j) mod N and ahead[j * N + i] = (i + o_j) mod N for the offsets
-  // o_j = j - R: the circular shift's sources, without an integer division in the inner loops
-  const int32_t* back;
-  const int32_t* ahead;
+  // the offset o_j = j - R of the circular shift as a rotation in 0 .. N - 1
+  int64_t rotation(int64_t j) const { return (((j - R) % N) + N) % N; }
 };
 
-std::vector<int32_t> shift_tables(int64_t N, int64_t S, int64_t R) {
-  std::vector<int32_t> tables(2 * S * N);
-  for (int64_t j = 0; j < S; ++j)
-    for (int64_t i = 0; i < N; ++i) {
-      tables[j * N + i] = static_cast<int32_t>((((i - (j - R)) % N) + N) % N);
-      tables[S * N + j * N + i] = static_cast<int32_t>((((i + (j - R)) % N) + N) % N);
-    }
-  return tables;
+// out_i += a * w_{(i - q) mod N} for a rotation q: two contiguous runs, which vectorise (a gather
+// through an index table does not)
+template <typename T>
+inline void add_rolled(T* out, const T* w, T a, int64_t q, int64_t n) {
+  for (int64_t i = q; i < n; ++i) out[i] += a * w[i - q];
+  for (int64_t i = 0; i < q; ++i) out[i] += a * w[i + n - q];
+}
+
+// sum_i u_i w_{(i - q) mod N}
+template <typename T>
+inline T dot_rolled(const T* u, const T* w, int64_t q, int64_t n) {
+  T acc = 0;
+  for (int64_t i = q; i < n; ++i) acc += u[i] * w[i - q];
+  for (int64_t i = 0; i < q; ++i) acc += u[i] * w[i + n - q];
+  return acc;
 }
 
 // Offsets of a head's parameters in its chunk of the heads' linear output:
@@ -94,10 +99,10 @@ void row_inverse_norms(const T* mem, T* ninv, const Sizes& s) {
   for (int64_t i = 0; i < s.N; ++i) ninv[i] = T(1) / std::sqrt(ninv[i]);
 }
 
-// Forward addressing of one head of one batch element; saves cos, wc, wg, ws and w (each N).
+// Forward addressing of one head of one batch element; saves cos, wc, wg, ws, log(ws + eps) and w (each N).
 template <typename T>
 void address_forward(const T* chunk, const T* mem, const T* ninv, const T* prev, const Sizes& s, const Layout& l,
-                     T* cos, T* wc, T* wg, T* ws, T* w) {
+                     T* cos, T* wc, T* wg, T* ws, T* logs, T* w) {
   const T* key = chunk + l.key;
   T sq = 0;
   for (int64_t m = 0; m < s.M; ++m) sq += key[m] * key[m];
@@ -122,11 +127,11 @@ void address_forward(const T* chunk, const T* mem, const T* ninv, const T* prev,
   for (int64_t i = 0; i < s.N; ++i) wg[i] = gate * wc[i] + (T(1) - gate) * prev[i];
   // roll(w, o)_i = w_{(i - o) mod N} for the offsets o = j - R
   for (int64_t i = 0; i < s.N; ++i) ws[i] = 0;
-  for (int64_t j = 0; j < s.S; ++j) {
-    const int32_t* src = s.back + j * s.N;
-    for (int64_t i = 0; i < s.N; ++i) ws[i] += shift[j] * wg[src[i]];
+  for (int64_t j = 0; j < s.S; ++j) add_rolled(ws, wg, shift[j], s.rotation(j), s.N);
+  for (int64_t i = 0; i < s.N; ++i) {
+    logs[i] = std::log(ws[i] + T(kSharpenEps));
+    w[i] = gamma * logs[i];
   }
-  for (int64_t i = 0; i < s.N; ++i) w[i] = gamma * std::log(ws[i] + T(kSharpenEps));
   softmax(w, s.N);
 }
 
@@ -134,7 +139,8 @@ void address_forward(const T* chunk, const T* mem, const T* ninv, const T* prev,
 // addressing parameter gradients into dchunk (pre-activation).
 template <typename T>
 void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev, const Sizes& s, const Layout& l,
-                      const T* cos, const T* wc, const T* wg, const T* ws, const T* w, const T* dw, T* dprev,
+                      const T* cos, const T* wc, const T* wg, const T* ws, const T* logs, const T* w,
+                      const T* dw, T* dprev,
                       T* dmem, T* dchunk, T* scratch) {
   const T* key = chunk + l.key;
   T sq = 0;
@@ -155,21 +161,16 @@ void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev
   T dgamma = 0;
   for (int64_t i = 0; i < s.N; ++i) {
     const T dy = w[i] * (dw[i] - wdw);
-    const T shifted = ws[i] + T(kSharpenEps);
-    dgamma += dy * std::log(shifted);
-    dws[i] = dy * gamma / shifted;
+    dgamma += dy * logs[i];
+    dws[i] = dy * gamma / (ws[i] + T(kSharpenEps));
   }
   // circular shift
+  // ws = sum_j s_j roll(wg, o_j): dwg = sum_j s_j roll(dws, -o_j), ds_j = dws . roll(wg, o_j)
   for (int64_t i = 0; i < s.N; ++i) dwg[i] = 0;
   for (int64_t j = 0; j < s.S; ++j) {
-    const int32_t* src = s.back + j * s.N;
-    const int32_t* dst = s.ahead + j * s.N;
-    T acc = 0;
-    for (int64_t i = 0; i < s.N; ++i) {
-      dwg[i] += shift[j] * dws[dst[i]];
-      acc += dws[i] * wg[src[i]];
-    }
-    dshift[j] = acc;
+    const int64_t q = s.rotation(j);
+    add_rolled(dwg, dws, shift[j], (s.N - q) % s.N, s.N);
+    dshift[j] = dot_rolled(dws, wg, q, s.N);
   }
   // interpolation, then the content softmax
   T dgate = 0, wcdwc = 0;
@@ -257,19 +258,15 @@ struct Config {
   double clip;  // <= 0: none
   Sizes s;
   Layout lr, lw;
-  std::vector<int32_t> tables;
 
   Config(bool lstm_, int64_t T_, int64_t B_, int64_t L_, int64_t H_, int64_t I_, int64_t Kr_, int64_t Kw_, int64_t N,
          int64_t M, int64_t shift_range, double clip_)
       : lstm(lstm_), T(T_), B(B_), L(L_), H(H_), G(lstm_ ? 4 * H_ : H_), I(I_), In(I_ + Kr_ * M), Kr(Kr_), Kw(Kw_),
-        clip(clip_), s{N, M, 2 * shift_range + 1, shift_range, nullptr, nullptr},
-        lr(Sizes{N, M, 2 * shift_range + 1, shift_range, nullptr, nullptr}, false),
-        lw(Sizes{N, M, 2 * shift_range + 1, shift_range, nullptr, nullptr}, true) {
+        clip(clip_), s{N, M, 2 * shift_range + 1, shift_range},
+        lr(Sizes{N, M, 2 * shift_range + 1, shift_range}, false),
+        lw(Sizes{N, M, 2 * shift_range + 1, shift_range}, true) {
     TORCH_CHECK(s.S <= 64, "ntm_fused: shift range above 31 is not supported");
     TORCH_CHECK(Kw >= 1, "ntm_fused: needs at least one write head");
-    tables = shift_tables(N, s.S, s.R);
-    s.back = tables.data();
-    s.ahead = tables.data() + s.S * N;
   }
   int64_t F() const { return H + Kr * s.M; }
   int64_t layer_in(int64_t l) const { return l == 0 ? In : H; }
@@ -288,7 +285,7 @@ void memory_forward(const Config& c, int64_t b, const T* rw, const T* rr, const 
   for (int64_t k = 0; k < c.Kw; ++k) {
     const int64_t o = (b * c.Kw + k) * s.N;
     address_forward(rw + (b * c.Kw + k) * c.lw.size, mo, ninv_old + b * s.N, wwprev + o, s, c.lw, iw + o,
-                    iw + iws + o, iw + 2 * iws + o, iw + 3 * iws + o, wwt + o);
+                    iw + iws + o, iw + 2 * iws + o, iw + 3 * iws + o, iw + 4 * iws + o, wwt + o);
   }
   // erase and add vectors of every write head, then M_t = M_{t-1} prod_k (1 - w_k e_k) + sum_k w_k a_k
   T* erase = ea;
@@ -319,7 +316,7 @@ void memory_forward(const Config& c, int64_t b, const T* rw, const T* rr, const 
   for (int64_t k = 0; k < c.Kr; ++k) {
     const int64_t o = (b * c.Kr + k) * s.N;
     address_forward(rr + (b * c.Kr + k) * c.lr.size, mn, ninv_new + b * s.N, wrprev + o, s, c.lr, ir + o,
-                    ir + irs + o, ir + 2 * irs + o, ir + 3 * irs + o, wrt + o);
+                    ir + irs + o, ir + 2 * irs + o, ir + 3 * irs + o, ir + 4 * irs + o, wrt + o);
     T* r = feat + b * c.F() + c.H + k * s.M;
     for (int64_t m = 0; m < s.M; ++m) {
       const T* col = mn + m * s.N;
@@ -364,7 +361,7 @@ void memory_backward(const Config& c, int64_t b, const T* rw, const T* rr, const
     const int64_t o = (b * c.Kr + k) * s.N;
     for (int64_t i = 0; i < s.N; ++i) dwrprev[o + i] = 0;
     address_backward(rr + (b * c.Kr + k) * lr.size, mn, ninv_new + b * s.N, wrprev + o, s, lr, ir + o, ir + irs + o,
-                     ir + 2 * irs + o, ir + 3 * irs + o, wrt + o, dwr + o, dwrprev + o, dmn,
+                     ir + 2 * irs + o, ir + 3 * irs + o, ir + 4 * irs + o, wrt + o, dwr + o, dwrprev + o, dmn,
                      drr + (b * c.Kr + k) * lr.size, scratch);
   }
   // the write M_t = M_{t-1} prod_k (1 - w_k e_k) + sum_k w_k a_k
@@ -425,7 +422,8 @@ void memory_backward(const Config& c, int64_t b, const T* rw, const T* rr, const
     const int64_t o = (b * c.Kw + k) * s.N;
     for (int64_t i = 0; i < s.N; ++i) dwwprev[o + i] = 0;
     address_backward(chunk, mo, ninv_old + b * s.N, wwprev + o, s, lw, iw + o, iw + iws + o, iw + 2 * iws + o,
-                     iw + 3 * iws + o, wwt + o, dww + o, dwwprev + o, dmo, dchunks + k * lw.size, scratch);
+                     iw + 3 * iws + o, iw + 4 * iws + o, wwt + o, dww + o, dwwprev + o, dmo, dchunks + k * lw.size,
+                     scratch);
   }
 }
 
@@ -440,7 +438,7 @@ T* mptr(Tensor& t) { return t.data_ptr<T>(); }
 // weights (T,B,Kr,N), write weights (T,B,Kw,N), controller h (T,L,B,H), controller c (T,L,B,H)
 // (LSTM; empty otherwise), gates after their activations or pre-activations (T,L,B,G), hidden
 // before the clip (T,B,H), head outputs read (T,B,Kr*Pr) and write (T,B,Kw*Pw), the addressing
-// intermediates (cos, wc, wg, ws) of read (T,4,B,Kr,N) and write heads (T,4,B,Kw,N), inverse
+// intermediates (cos, wc, wg, ws, log(ws + eps)) of read (T,5,B,Kr,N) and write heads (T,5,B,Kw,N), inverse
 // row norms (T+1,B,N), controller inputs (T,B,I+Kr*M)}. Every tensor argument is contiguous.
 std::vector<Tensor> ntm_forward(const Tensor& x, const Tensor& r0, const Tensor& wr0, const Tensor& ww0,
                                 const Tensor& mem0, const Tensor& h0, const Tensor& c0,
@@ -464,8 +462,8 @@ std::vector<Tensor> ntm_forward(const Tensor& x, const Tensor& r0, const Tensor&
   Tensor hidden = at::empty({T, B, H}, opts);
   Tensor raw_r = at::empty({T, B, Pr}, opts);
   Tensor raw_w = at::empty({T, B, Pw}, opts);
-  Tensor inter_r = at::empty({T, 4, B, c.Kr, s.N}, opts);
-  Tensor inter_w = at::empty({T, 4, B, c.Kw, s.N}, opts);
+  Tensor inter_r = at::empty({T, 5, B, c.Kr, s.N}, opts);
+  Tensor inter_w = at::empty({T, 5, B, c.Kw, s.N}, opts);
   Tensor inputs = at::empty({T, B, In}, opts);
   mems[0].copy_(mem0.transpose(1, 2));
   // an LSTM cell's two biases are added together once
@@ -542,7 +540,7 @@ std::vector<Tensor> ntm_forward(const Tensor& x, const Tensor& r0, const Tensor&
         for (int64_t b = b0; b < b1; ++b)
           memory_forward(c, b, rw, rr, memp + t * B * NM, memp + (t + 1) * B * NM, ninvp + t * B * s.N,
                          ninvp + (t + 1) * B * s.N, wwprev, wrprev, wwtp + t * B * c.Kw * s.N,
-                         wrp + t * B * c.Kr * s.N, iwp + t * 4 * B * c.Kw * s.N, irp + t * 4 * B * c.Kr * s.N, feat,
+                         wrp + t * B * c.Kr * s.N, iwp + t * 5 * B * c.Kw * s.N, irp + t * 5 * B * c.Kr * s.N, feat,
                          ea.data());
       });
     }
@@ -607,7 +605,7 @@ std::vector<Tensor> ntm_backward(const Tensor& dfeatures, const Tensor& dmem_T, 
         for (int64_t b = b0; b < b1; ++b)
           memory_backward(c, b, rw, rr, memp + t * B * NM, memp + (t + 1) * B * NM, ninvp + t * B * s.N,
                           ninvp + (t + 1) * B * s.N, wwprev, wrprev, wwtp + t * B * c.Kw * s.N,
-                          wrp + t * B * c.Kr * s.N, iwp + t * 4 * B * c.Kw * s.N, irp + t * 4 * B * c.Kr * s.N,
+                          wrp + t * B * c.Kr * s.N, iwp + t * 5 * B * c.Kw * s.N, irp + t * 5 * B * c.Kr * s.N,
                           drp + b * c.Kr * s.M, dmn, dmo, dwrt, dwwt, dwrprev, dwwprev, drr, drw, buf.data(),
                           buf.data() + 2 * c.Kw * (s.M + s.N));
       });
