@@ -188,19 +188,22 @@ def test_compiled_ntm_step_compiles_once_per_grad_mode():
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4
 
 
-@pytest.mark.parametrize("recipe, sizes, keys", [
-    ("ntm_repeat_copy", "[[2, 3], 4]", ["2x3", "4"]),  # a fixed count, and a count from the training range
-    ("ntm_associative_recall", "[3, 12]", ["3", "12"]),  # item counts, not the 3 scored answer steps
-    ("ntm_associative_recall_lstm", "[3]", ["3"]),
+@pytest.mark.parametrize("recipe, sizes, keys, fused", [
+    ("ntm_repeat_copy", "[[2, 3], 4]", ["2x3", "4"], False),  # a fixed count, and a count from the training range
+    ("ntm_associative_recall", "[3, 12]", ["3", "12"], False),  # item counts, not the 3 scored answer steps
+    ("ntm_associative_recall_lstm", "[3]", ["3"], False),
+    ("ntm_copy", "[3, 5]", ["3", "5"], True),  # the fused C++ kernel inside a Lightning fit, validation and test
 ])
-def test_ntm_recipe_smoke(recipe, sizes, keys, tmp_path, capsys, caplog):
+def test_ntm_recipe_smoke(recipe, sizes, keys, fused, tmp_path, capsys, caplog):
     caplog.set_level("INFO")
     cli = main(["fit", "--config", str(RECIPES / f"{recipe}.yaml"), "--trainer.max_epochs", "1",
                 "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
                 "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
                 "--trainer.logger.init_args.save_dir", str(tmp_path),
                 "--model.init_args.model.init_args.compile_step", "false",
+                "--model.init_args.model.init_args.fused", str(fused).lower(),
                 "--model.init_args.model.init_args.memory_size", "16", "--data.init_args.test_sizes", sizes])
+    assert cli.model.model.fused is fused
     cell, dm = cli.model.model.cell, cli.datamodule
     assert (cell.input_size, cell.output_size) == (dm.input_size, dm.output_size)  # sized by its data
     metrics = cli.trainer.callback_metrics
