@@ -99,20 +99,30 @@ void row_inverse_norms(const T* mem, T* ninv, const Sizes& s) {
   for (int64_t i = 0; i < s.N; ++i) ninv[i] = T(1) / std::sqrt(ninv[i]);
 }
 
+// A head's addressing parameters after their activations (Head.parameters_from): key and its
+// inverse norm, strength beta = softplus, gate = sigmoid, shift = softmax, gamma = 1 + softplus.
+template <typename T>
+struct HeadParams {
+  const T* key;
+  T kinv, beta, gate, gamma;
+  T shift[64];
+  HeadParams(const T* chunk, const Sizes& s, const Layout& l)
+      : key(chunk + l.key), beta(softplus(chunk[l.beta])), gate(sigmoid(chunk[l.gate])),
+        gamma(T(1) + softplus(chunk[l.gamma])) {
+    T sq = 0;
+    for (int64_t m = 0; m < s.M; ++m) sq += key[m] * key[m];
+    kinv = T(1) / std::sqrt(sq + T(kUnitEps * kUnitEps));
+    for (int64_t j = 0; j < s.S; ++j) shift[j] = chunk[l.shift + j];
+    softmax(shift, s.S);
+  }
+};
+
 // Forward addressing of one head of one batch element; saves cos, wc, wg, ws, log(ws + eps) and w (each N).
 template <typename T>
 void address_forward(const T* chunk, const T* mem, const T* ninv, const T* prev, const Sizes& s, const Layout& l,
                      T* cos, T* wc, T* wg, T* ws, T* logs, T* w) {
-  const T* key = chunk + l.key;
-  T sq = 0;
-  for (int64_t m = 0; m < s.M; ++m) sq += key[m] * key[m];
-  const T kinv = T(1) / std::sqrt(sq + T(kUnitEps * kUnitEps));
-  const T beta = softplus(chunk[l.beta]);
-  const T gate = sigmoid(chunk[l.gate]);
-  const T gamma = T(1) + softplus(chunk[l.gamma]);
-  T shift[64];
-  for (int64_t j = 0; j < s.S; ++j) shift[j] = chunk[l.shift + j];
-  softmax(shift, s.S);
+  const HeadParams<T> p(chunk, s, l);
+  const T *key = p.key, kinv = p.kinv, beta = p.beta, gate = p.gate, gamma = p.gamma, *shift = p.shift;
   for (int64_t i = 0; i < s.N; ++i) cos[i] = 0;
   for (int64_t m = 0; m < s.M; ++m) {
     const T km = key[m];
@@ -140,18 +150,10 @@ void address_forward(const T* chunk, const T* mem, const T* ninv, const T* prev,
 template <typename T>
 void address_backward(const T* chunk, const T* mem, const T* ninv, const T* prev, const Sizes& s, const Layout& l,
                       const T* cos, const T* wc, const T* wg, const T* ws, const T* logs, const T* w,
-                      const T* dw, T* dprev,
-                      T* dmem, T* dchunk, T* scratch) {
-  const T* key = chunk + l.key;
-  T sq = 0;
-  for (int64_t m = 0; m < s.M; ++m) sq += key[m] * key[m];
-  const T kinv = T(1) / std::sqrt(sq + T(kUnitEps * kUnitEps));
-  const T beta = softplus(chunk[l.beta]);
-  const T gate = sigmoid(chunk[l.gate]);
-  const T gamma = T(1) + softplus(chunk[l.gamma]);
-  T shift[64], dshift[64];
-  for (int64_t j = 0; j < s.S; ++j) shift[j] = chunk[l.shift + j];
-  softmax(shift, s.S);
+                      const T* dw, T* dprev, T* dmem, T* dchunk, T* scratch) {
+  const HeadParams<T> p(chunk, s, l);
+  const T *key = p.key, kinv = p.kinv, beta = p.beta, gate = p.gate, gamma = p.gamma, *shift = p.shift;
+  T dshift[64];
   T* dws = scratch;
   T* dwg = scratch + s.N;
   T* dcos = scratch + 2 * s.N;
