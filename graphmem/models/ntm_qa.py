@@ -34,6 +34,7 @@ class NTMQA(nn.Module):
             words), see :class:`~graphmem.models.SentenceEncoder`.
         answer_steps: steps on the question before the answer, :math:`K \ge 1`.
         compile_step: compile the NTM's step (see :class:`graphmem.memory.NTM`).
+        fused: run the NTM as the fused C++ sequence kernel on CPU (see :class:`graphmem.memory.NTM`).
         **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
             ``memory_width``, ``controller_size``, heads, ...).
 
@@ -44,14 +45,14 @@ class NTMQA(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool | str = True,
-                 answer_steps: int = 1, compile_step: bool = False, **ntm_options) -> None:
+                 answer_steps: int = 1, compile_step: bool = False, fused: bool = False, **ntm_options) -> None:
         super().__init__()
         if answer_steps < 1:
             raise ValueError(f"answer_steps must be at least 1, got {answer_steps}")
         self.vocab_size = vocab_size
         self.answer_steps = answer_steps
         self.encoder = SentenceEncoder(vocab_size, embedding_dim, position_encoding)
-        self.ntm = NTM(embedding_dim + 1, vocab_size, compile_step=compile_step, **ntm_options)
+        self.ntm = NTM(embedding_dim + 1, vocab_size, compile_step=compile_step, fused=fused, **ntm_options)
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
