@@ -21,7 +21,8 @@ the next free ``k``, or the folder that ``--trainer.logger.init_args.version`` n
         seed_0/ seed_1/ ...  one run folder per member (config.yaml, metrics.csv, checkpoints/)
 
 Every member is trained on the same data and split (the split has its own seed); only the
-model's seed differs. The ensemble's prediction is the mean of the members' probabilities (for
+model's seed differs, or, for an ensemble made of finished runs, also the network (a GAT and a
+GATv2, say: each member is built from its own config). The ensemble's prediction is the mean of the members' probabilities (for
 a question, the answer is the word of the highest mean probability), and its spread their
 standard deviation (over the members, ``ddof=0``).
 """
@@ -274,7 +275,7 @@ def ensemble_fit(args: list[str]) -> Ensemble:
                                 f"ModelCheckpoint (trainer.enable_checkpointing)")
         members.append(Member(seed_i, Path(best), Path(run.trainer.log_dir) / "config.yaml"))
     data = checkpoint_data(members[0].checkpoint)
-    _score(run, members, folder)
+    _score(run, members, folder, members[-1].config)
     manifest = write_manifest(folder, members, data)
     print(f"ensemble of {size} models (seeds {seed}-{seed + size - 1}): {manifest}")
     return load_ensemble(manifest)
@@ -300,7 +301,8 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     ``metrics.csv`` into ``out/seed_<S>``, scores the members and their mean as ``fit
     --ensemble`` does, then writes the manifest. Each checkpoint must lie in its run's
     ``checkpoints/`` folder beside the run's ``config.yaml`` (as ``graphmem fit`` saves them);
-    the runs must be of the same data and network, with different seeds."""
+    the runs must be of the same data, with different seeds; their networks may differ (a GAT and
+    a GATv2, another depth), each member is then built from its own config."""
     from graphmem.recipe import load_recipe
 
     out = Path(out)
@@ -321,10 +323,6 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds) or len(set(seeds)) < len(seeds):
         raise GraphmemError(f"the members' seeds (seed_everything of their config.yaml) are {seeds}: an ensemble's "
                             f"members are runs of one recipe with different numeric seeds")
-    networks = [recipe["model"]["init_args"].get("model") for *_, recipe in runs]
-    if any(network != networks[0] for network in networks):
-        raise GraphmemError("the members' networks differ (model.init_args.model of their config.yaml): an "
-                            "ensemble's members are runs of one recipe with different seeds")
     data = [checkpoint_data(checkpoint) or {"data": "unknown"} for _, checkpoint, *_ in runs]
     if any(identity != data[0] for identity in data):
         raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
@@ -341,7 +339,7 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         if (config.parent / "metrics.csv").is_file():
             shutil.copyfile(config.parent / "metrics.csv", folder / "metrics.csv")
         members.append(member)
-    _score(run, members, out)
+    _score(run, members, out, runs[0][2])
     manifest = write_manifest(out, members, data[0])
     print(f"ensemble of {len(members)} models (seeds {', '.join(map(str, sorted(seeds)))}): {manifest}")
     return load_ensemble(manifest)
@@ -361,34 +359,48 @@ def ensemble_main(args: Sequence[str]) -> Ensemble:
     return assemble_ensemble(options.checkpoints, options.out)
 
 
-def _member_probabilities(run: GraphmemCLI, members: Sequence[Member],
-                          loaders: dict[str, Any]) -> dict[str, list[torch.Tensor]]:
-    """Each member's predicted probabilities on each of ``loaders``, by part. ``run``'s model
-    takes every member's weights in turn (the members differ in their seed only, so one model
-    and one copy of the data serve them all)."""
+def _network(config: Path) -> str:
+    """The network a run's ``config.yaml`` builds (``model.init_args.model``), as comparable text."""
+    return json.dumps(yaml.safe_load(config.read_text())["model"]["init_args"].get("model"), sort_keys=True)
+
+
+def _member_probabilities(run: GraphmemCLI, members: Sequence[Member], loaders: dict[str, Any],
+                          run_config: Path) -> dict[str, list[torch.Tensor]]:
+    """Each member's predicted probabilities on each of ``loaders``, by part. Members of one
+    network share one model, which takes their weights in turn: ``run``'s for the network of
+    ``run_config`` (the config ``run`` was built from); a member of another network gets a
+    model built from its own config. One copy of the data serves them all."""
+    from graphmem.recipe import load_recipe
+
+    models: dict[str, Any] = {_network(run_config): run.model}
     probabilities: dict[str, list[torch.Tensor]] = {part: [] for part in loaders}
     for member in members:
+        network = _network(member.config)
+        if network not in models:
+            models[network] = load_recipe(str(member.config), str(member.checkpoint),
+                                          ["--trainer.enable_progress_bar", "false"]).model
+        model = models[network]
         checkpoint = torch.load(member.checkpoint, map_location="cpu", weights_only=True)
-        run.model.load_state_dict(checkpoint["state_dict"])
-        run.model.on_load_checkpoint(checkpoint)  # what the checkpoint holds beside the weights
+        model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint(checkpoint)  # what the checkpoint holds beside the weights
         for part, loader in loaders.items():
-            probabilities[part].append(torch.cat(run.trainer.predict(run.model, dataloaders=loader)).float())
+            probabilities[part].append(torch.cat(run.trainer.predict(model, dataloaders=loader)).float())
     return probabilities
 
 
-def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path) -> None:
+def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path, run_config: Path) -> None:
     """Scores each member's checkpoint and the mean of their probabilities on the validation and
     test sets (validation is what chooses between an ensemble and one model): printed as tables
     and written into ``folder`` (:data:`SCORE_FILES`), as ROC-AUC per task for molecules
     (``val_roc_auc.csv``, ``test_roc_auc.csv``) and as error per task for question answering
     (``val_error.csv``, ``test_error.csv``). ``run`` is a recipe built for the members' data
-    (the last member's fit, or :func:`graphmem.recipe.load_recipe`)."""
+    (the last member's fit, or :func:`graphmem.recipe.load_recipe`) from ``run_config``."""
     from graphmem.data import BabiDataModule
 
     datamodule = run.datamodule
     datamodule.setup("test")
     loaders = {"validation": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
-    probabilities = _member_probabilities(run, members, loaders)
+    probabilities = _member_probabilities(run, members, loaders, run_config)
     kind = "qa" if isinstance(datamodule, BabiDataModule) else "molecules"
     for part, loader in loaders.items():
         models = {f"seed {m.seed}": p for m, p in zip(members, probabilities[part])}

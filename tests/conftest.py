@@ -65,14 +65,16 @@ def rows_in_order(text: str, names: list[str]) -> bool:
     return all(text.count(f"| {name} |") == 1 for name in names) and positions == sorted(positions)
 
 
-def reference_probabilities(checkpoint: Path, molecules: list, hidden_channels: int = 16) -> torch.Tensor:
+def reference_probabilities(checkpoint: Path, molecules: list, hidden_channels: int = 16,
+                            num_layers: int = 3) -> torch.Tensor:
     """sigmoid of the logits of a Tox21-recipe checkpoint's network, built and run by hand on
-    ``molecules`` (SMILES strings or graphs), with ``hidden_channels`` as it was trained."""
+    ``molecules`` (SMILES strings or graphs), with ``hidden_channels`` and ``num_layers`` as it
+    was trained."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     state = {key.removeprefix("model."): value for key, value in state.items()}
     # the recipe's options, read off the weights: a virtual node, descriptors joined or averaged
     descriptors = state["descriptor_norm.running_mean"].numel() if "descriptor_norm.running_mean" in state else 0
-    model = MoleculeGAT(num_tasks=12, hidden_channels=hidden_channels, heads=4, num_layers=3, dropout=0.1,
+    model = MoleculeGAT(num_tasks=12, hidden_channels=hidden_channels, heads=4, num_layers=num_layers, dropout=0.1,
                         readout="mean+max", virtual_node="virtual_node" in state, descriptor_size=descriptors,
                         descriptor_fusion="mean" if "descriptor_mlp.1.weight" in state else "concat")
     model.load_state_dict(state)

@@ -215,3 +215,28 @@ def test_an_ensemble_of_finished_molecule_runs_scores_as_fit_does(trained, tmp_p
     predictions = main(["predict", "--ckpt_path", str(tmp_path / "assembled"), "--smiles", *GOOD,
                         "--out", str(tmp_path / "p.csv")])
     assert predictions is None and len(pd.read_csv(tmp_path / "p.csv")) == len(GOOD)
+
+
+def test_an_ensemble_of_runs_of_different_networks_builds_each_member_from_its_config(trained, tmp_path):
+    """A member of another network (2 layers instead of 3) is scored with its own network: the
+    scores are those of the mean of each member's probabilities computed by hand."""
+    run = tmp_path / "two_layers"
+    main(_fit_args(trained["root"], run, "--seed_everything", "5", "--model.init_args.model.init_args.num_layers", "2"))
+    other = next(run.rglob("best-*.ckpt"))
+    first = load_ensemble(trained["folder"]).members[0]
+    main(["ensemble", "--out", str(tmp_path / "mixed"), str(first.checkpoint), str(other)])
+    members = load_ensemble(tmp_path / "mixed").members
+    assert [m.seed for m in members] == [0, 5]
+    data = MoleculeDataModule(root=str(trained["root"]), batch_size=32)
+    data.setup()
+    graphs = data.splits["test"]
+    labels = torch.cat([graph.y for graph in graphs]).numpy()
+    mean = (reference_probabilities(members[0].checkpoint, graphs).numpy()
+            + reference_probabilities(members[1].checkpoint, graphs, num_layers=2).numpy()) / 2
+    labelled = ~np.isnan(labels)
+    expected = [roc_auc_score(labels[labelled[:, t], t], mean[labelled[:, t], t]) for t in range(12)]
+    scores = pd.read_csv(tmp_path / "mixed" / "test_roc_auc.csv", index_col="task")
+    assert np.allclose(scores["ensemble"].iloc[:12], expected, atol=1e-6)
+    predictions = main(["predict", "--ckpt_path", str(tmp_path / "mixed"), "--smiles", *GOOD,
+                        "--out", str(tmp_path / "p.csv")])
+    assert predictions is None and len(pd.read_csv(tmp_path / "p.csv")) == len(GOOD)
