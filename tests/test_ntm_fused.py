@@ -103,6 +103,8 @@ def test_fused_float32_and_gradcheck():
 def test_fused_refuses_what_it_does_not_implement():
     with pytest.raises(GraphmemError, match="score 'dot'"):
         NTM(4, 3, memory_size=7, memory_width=5, controller_size=6, score="dot", fused=True)
+    with pytest.raises(GraphmemError, match="clip 0"):
+        NTM(4, 3, memory_size=7, memory_width=5, controller_size=6, clip=0, fused=True)
     with pytest.raises(GraphmemError, match="write head"):
         NTM(4, 3, memory_size=7, memory_width=5, controller_size=6, write_heads=0, fused=True)
 

@@ -78,6 +78,8 @@ def unsupported(cell: NTMCell) -> str | None:
     """Why ``cell`` cannot run fused, or ``None`` when it can."""
     if cell.write_heads is None:
         return "it needs at least one write head"
+    if cell.clip is not None and cell.clip <= 0:
+        return f"clip {cell.clip} is not positive (None turns clipping off)"
     for heads in (cell.read_heads, cell.write_heads):
         if heads.score != "cosine" or heads.normalizer != "softmax":
             return (f"it implements the paper's content addressing (score 'cosine', normalizer 'softmax'), "
