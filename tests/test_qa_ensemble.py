@@ -121,13 +121,22 @@ def test_bad_ensembles_of_runs_are_refused_before_anything_is_written(trained, t
     loose.write_bytes(Path(first).read_bytes())
     with pytest.raises(GraphmemError, match="checkpoints/ folder beside its config.yaml"):
         main(["ensemble", "--out", str(tmp_path / "loose"), first, str(loose)])
-    # a run of another network: seed 5 with more hops
+    assert not any((tmp_path / name).exists() for name in ("one", "same", "loose"))
+
+
+def test_an_ensemble_of_runs_of_another_network_scores_each_with_its_own(trained, tmp_path):
+    """A run with more hops joins an ensemble: it is built from its own config (loading its
+    weights into the first member's network would fail), and the ensemble is scored."""
+    first, _ = _checkpoints(trained)
     other = tmp_path / "other"
     main(_fit_args(trained["root"], other, "--seed_everything", "5", "--trainer.max_epochs", "1",
                    "--model.init_args.model.init_args.hops", "2"))
-    with pytest.raises(GraphmemError, match="networks differ"):
-        main(["ensemble", "--out", str(tmp_path / "mixed"), first, str(next(other.rglob("*.ckpt")))])
-    assert not any((tmp_path / name).exists() for name in ("one", "same", "loose", "mixed"))
+    main(["ensemble", "--out", str(tmp_path / "mixed"), first, str(next(other.rglob("*.ckpt")))])
+    mixed = load_ensemble(tmp_path / "mixed")
+    seed = load_ensemble(trained["fitted"]).members[0].seed
+    assert [m.seed for m in mixed.members] == [seed, 5]
+    scores = pd.read_csv(tmp_path / "mixed" / "test_error.csv", index_col="task")
+    assert list(scores.columns) == [f"seed {seed}", "seed 5", "ensemble"]
 
 
 def test_ensemble_of_other_data_is_refused(trained, tmp_path):
