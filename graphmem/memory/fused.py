@@ -120,21 +120,16 @@ class _Sequence(torch.autograd.Function):
         return (features, mems[-1].transpose(1, 2).contiguous(), *(t.clone() for t in final), wr, ww)
 
     @staticmethod
-    def backward(ctx, dfeatures: Tensor, dmem: Tensor | None, dreads: Tensor | None, dwr: Tensor | None,
-                 dww: Tensor | None, dh: Tensor | None, dc: Tensor | None, *_: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, dfeatures: Tensor, dmem: Tensor, dreads: Tensor, dwr: Tensor, dww: Tensor, dh: Tensor,
+                 dc: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        # autograd hands zeros for the outputs the loss does not use (materialize_grads)
         lstm, shift_range, clip, input_size = ctx.options
         tensors = ctx.saved_tensors
         saved, (wr0, ww0, h0, c0, read_w, write_w), controller = tensors[:13], tensors[13:19], tensors[19:]
-        mems, features_shape = saved[0], dfeatures.shape
-
-        def given(grad: Tensor | None, like: Tensor) -> Tensor:
-            return torch.zeros_like(like) if grad is None else grad.contiguous()
-
-        reads_like = dfeatures.new_empty(features_shape[1], wr0.size(1), mems.size(-1))
         grads = extension().backward(
-            dfeatures.contiguous(), given(dmem, mems[-1].transpose(1, 2)), given(dreads, reads_like), given(dwr, wr0),
-            given(dww, ww0), given(dh, h0), given(dc, c0), list(saved), wr0, ww0, h0, c0, list(controller),
-            read_w, write_w, lstm, shift_range, clip, input_size)
+            dfeatures.contiguous(), dmem.contiguous(), dreads.contiguous(), dwr.contiguous(), dww.contiguous(),
+            dh.contiguous(), dc.contiguous(), list(saved), wr0, ww0, h0, c0, list(controller), read_w, write_w,
+            lstm, shift_range, clip, input_size)
         dx, dr0, dwr0, dww0, dmem0, dh0, dc0, dread_w, dread_b, dwrite_w, dwrite_b, *dcontroller = grads
         if not lstm:
             dh0 = dc0 = None

@@ -291,20 +291,29 @@ class NTM(nn.Module):
         self.cell.check_input(x, 3, owner="NTM", layout=layout)
         if self.batch_first:
             x = x.transpose(0, 1)
+        use_kernel = self.fused and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
         if state is None:
             # made here rather than in the cell, so a compiled cell sees one kind of input
             state = self.cell.initial_state(x.size(1), x.device, x.dtype)
-            if self.compile_step and not self.fused:
+            if self.compile_step and not use_kernel:
                 state = _as_later_state(state)
-        time_dim = 1 if self.batch_first else 0
-        if self.fused and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        if use_kernel:
             features, state, history = fused_kernel.run(self.cell, x, state)
-            output = self.cell.output(features.transpose(0, 1) if self.batch_first else features)
-            if not return_history:
-                return output, state
-            if self.batch_first:
-                history = NTMHistory(*(h.transpose(0, 1) for h in history))
-            return output, state, history
+        else:
+            features, state, history = self._step_loop(x, state, return_history)
+        if self.batch_first:
+            features = features.transpose(0, 1)
+        output = self.cell.output(features)
+        if not return_history:
+            return output, state
+        if self.batch_first:
+            history = NTMHistory(*(h.transpose(0, 1) for h in history))
+        return output, state, history
+
+    def _step_loop(self, x: Tensor, state: NTMState,
+                   return_history: bool) -> tuple[Tensor, NTMState, NTMHistory | None]:
+        """:meth:`NTMCell.step` at every step of ``x`` ``(T, B, I)`` (compiled if ``compile_step``):
+        the features of every step ``(T, B, F)``, the final state and, if asked, the weightings."""
         outputs, reads, writes = [], [], []
         step = compiled_step(type(self.cell)) if self.compile_step else type(self.cell).step
         self.cell._input_checked = True
@@ -317,7 +326,5 @@ class NTM(nn.Module):
                     writes.append(state.write_weights)
         finally:
             self.cell._input_checked = False
-        output = self.cell.output(torch.stack(outputs, time_dim))
-        if not return_history:
-            return output, state
-        return output, state, NTMHistory(torch.stack(reads, time_dim), torch.stack(writes, time_dim))
+        history = NTMHistory(torch.stack(reads), torch.stack(writes)) if return_history else None
+        return torch.stack(outputs), state, history
