@@ -517,3 +517,23 @@ def test_ntm_qa_answer_steps_feed_the_question_again():
     assert not torch.allclose(one(story, question), model(story, question))
     with pytest.raises(ValueError, match="answer_steps must be at least 1"):
         NTMQA(vocab_size=15, answer_steps=0)
+
+
+def test_ntm_qa_dropout_drops_statement_and_question_features_in_training_only():
+    """dropout=p: each feature of every statement and question vector is zeroed with probability
+    p and the rest scaled by 1/(1 - p) in training; the question flag is never dropped."""
+    torch.manual_seed(0)
+    model = NTMQA(vocab_size=15, embedding_dim=40, memory_size=8, memory_width=5, controller_size=12,
+                  answer_steps=2, dropout=0.5)
+    story, question = torch.randint(1, 15, (3, 4, 5)), torch.randint(1, 15, (3, 5))
+    seen = []
+    model.ntm.register_forward_pre_hook(lambda module, args: seen.append(args[0].transpose(0, 1)))
+    model.eval()(story, question)
+    model.train()(story, question)
+    clean, dropped = seen
+    torch.testing.assert_close(dropped[..., -1], clean[..., -1])  # the flag
+    features, reference = dropped[..., :-1], clean[..., :-1]
+    kept = features != 0
+    torch.testing.assert_close(features[kept], 2 * reference[kept])
+    assert 0.4 < 1 - kept.float().mean() < 0.6
+    assert "Dropout(p=0.5" in repr(model)

@@ -35,6 +35,8 @@ class NTMQA(nn.Module):
         answer_steps: steps on the question before the answer, :math:`K \ge 1`.
         compile_step: compile the NTM's step (see :class:`graphmem.memory.NTM`).
         fused: run the NTM as the fused C++ sequence kernel on CPU (see :class:`graphmem.memory.NTM`).
+        dropout: dropout on the statement and question vectors in training (the reader's
+            regulariser: without it the NTM fits the 1k training stories and validation stalls).
         **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
             ``memory_width``, ``controller_size``, heads, ...).
 
@@ -45,13 +47,15 @@ class NTMQA(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool | str = True,
-                 answer_steps: int = 1, compile_step: bool = False, fused: bool = False, **ntm_options) -> None:
+                 answer_steps: int = 1, compile_step: bool = False, fused: bool = False, dropout: float = 0.0,
+                 **ntm_options) -> None:
         super().__init__()
         if answer_steps < 1:
             raise ValueError(f"answer_steps must be at least 1, got {answer_steps}")
         self.vocab_size = vocab_size
         self.answer_steps = answer_steps
         self.encoder = SentenceEncoder(vocab_size, embedding_dim, position_encoding)
+        self.dropout = nn.Dropout(dropout)
         self.ntm = NTM(embedding_dim + 1, vocab_size, compile_step=compile_step, fused=fused, **ntm_options)
 
     def reset_parameters(self) -> None:
@@ -67,7 +71,7 @@ class NTMQA(nn.Module):
         story = story.gather(1, order.unsqueeze(-1).expand_as(story))[:, slots - int(count.max().clamp_min(1)):]
         sentences = self.encoder(story)  # (B, S', d)
         asked = self.encoder(question).unsqueeze(1).expand(-1, self.answer_steps, -1)
-        steps = torch.cat([sentences, asked], 1)  # (B, S' + K, d)
+        steps = self.dropout(torch.cat([sentences, asked], 1))  # (B, S' + K, d)
         flag = torch.zeros_like(steps[..., :1])
         flag[:, -self.answer_steps:] = 1.0  # marks the question
         steps = torch.cat([steps, flag], -1)
