@@ -407,11 +407,7 @@ def test_recipe_smoke(recipe, tmp_path, capsys, caplog):
                 "--data.init_args.root", str(tmp_path), "--data.init_args.batch_size", "8",
                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
                 "false", "--trainer.default_root_dir", str(tmp_path / "run"),
-                "--trainer.logger.init_args.save_dir", str(tmp_path / "run"),
-                # the recipe compiles the NTM's step: a minute of compiling for two batches here; the fused
-                # kernel instead (built once per machine), with the gradient of its input (the sentence vectors)
-                *(["--model.init_args.model.init_args.compile_step", "false",
-                   "--model.init_args.model.init_args.fused", "true"] if recipe == "babi_ntm" else [])])
+                "--trainer.logger.init_args.save_dir", str(tmp_path / "run")])
     metrics = cli.trainer.callback_metrics
     assert recipe != "babi_ntm" or cli.model.model.ntm.fused
     assert {"test_error/qa1", "test_error/qa2", "test_error/qa10", "test_mean_error", "test_failed_tasks"} <= set(metrics)

@@ -95,8 +95,7 @@ FAMILIES = {  # recipe: (overrides with wrong sizes, the model's output and the 
     "ntm_copy": ([WRONG + "input_size", "3", WRONG + "output_size", "4", WRONG + "compile_step", "false"],
                  _sequences),
     "babi_memn2n": (["--data.init_args.tasks", "[1]", WRONG + "vocab_size", "7"], _questions),
-    "babi_ntm": (["--data.init_args.tasks", "[1]", WRONG + "vocab_size", "7", WRONG + "compile_step", "false"],
-                 _questions),
+    "babi_ntm": (["--data.init_args.tasks", "[1]", WRONG + "vocab_size", "7", WRONG + "fused", "false"], _questions),
 }
 
 
