@@ -35,8 +35,8 @@ class NTMQA(nn.Module):
         answer_steps: steps on the question before the answer, :math:`K \ge 1`.
         compile_step: compile the NTM's step (see :class:`graphmem.memory.NTM`).
         fused: run the NTM as the fused C++ sequence kernel on CPU (see :class:`graphmem.memory.NTM`).
-        dropout: dropout on the statement and question vectors in training (the reader's
-            regulariser: without it the NTM fits the 1k training stories and validation stalls).
+        dropout: dropout on the statement and question vectors in training (a regulariser for
+            the 1k stories, which the reader otherwise fits; the flag is never dropped).
         **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
             ``memory_width``, ``controller_size``, heads, ...).
 
