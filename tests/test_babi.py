@@ -391,6 +391,32 @@ def test_ntm_qa_reads_the_story_then_the_question():
     assert torch.allclose(model(story, question), model(padded, question), atol=1e-6)
 
 
+@pytest.mark.parametrize("question_context", [False, True])
+def test_ntm_qa_steps_by_hand(question_context):
+    """The NTM's input, step by step: [s_i, 0] per statement (right-aligned, empty slots dropped),
+    then [q, 1] answer_steps times; with question_context the question joins every step,
+    [s_i, q, 0] ... [q, q, 1]."""
+    model = NTMQA(vocab_size=15, embedding_dim=6, answer_steps=2, memory_size=8, memory_width=5,
+                  controller_size=12, question_context=question_context).eval()
+    story = torch.randint(1, 15, (2, 4, 5))
+    story[0, 2:] = 0  # two statements, then two empty slots
+    question = torch.randint(1, 15, (2, 5))
+    seen = []
+    model.ntm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(story, question)
+    x = seen[0].transpose(0, 1)  # (B, T, width)
+    q = model.encoder(question)
+    for b, count in enumerate((2, 4)):
+        sentences = model.encoder(story[b, :count].unsqueeze(0))[0]
+        rows = [torch.cat([s, torch.zeros(1)]) for s in sentences] + [torch.cat([q[b], torch.ones(1)])] * 2
+        expected = torch.stack(rows)
+        if question_context:
+            expected = torch.cat([expected[:, :-1], q[b].expand(len(rows), -1), expected[:, -1:]], -1)
+        torch.testing.assert_close(x[b, -len(rows):], expected)
+        assert not x[b, :-len(rows)].any()  # a shorter story's leading empty steps are all zero
+    assert x.size(1) == 4 + 2
+
+
 def test_error_table_counts_failures():
     table = error_table({1: 0.0, 2: 0.3, 3: 0.06}, threshold=0.05)
     assert "| qa2 | 30.0 | yes |" in table and "| qa1 | 0.0 |  |" in table and "| mean | 12.0 | 2 failed |" in table

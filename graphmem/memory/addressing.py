@@ -30,8 +30,8 @@ def check_content_normalizer(normalizer: str) -> None:
 
 
 def content_weights(memory: Tensor, key: Tensor, beta: Tensor, score: ScoreFn = cosine_score,
-                    normalizer: str = "softmax") -> Tensor:
-    r""":math:`w^c_i = \mathrm{normalize}_i\big(\beta\, s(k, M(i))\big)`, by default
+                    normalizer: str = "softmax", penalty: Tensor | None = None) -> Tensor:
+    r""":math:`w^c_i = \mathrm{normalize}_i\big(\beta\, s(k, M(i)) - p_i\big)`, by default
     :math:`\mathrm{softmax}_i(\beta \cos(k, M(i)))` (Graves et al. 2014, eq. 5-6).
 
     The core's :func:`~graphmem.attention.attention` in the dense layout, each head's key the
@@ -44,11 +44,22 @@ def content_weights(memory: Tensor, key: Tensor, beta: Tensor, score: ScoreFn = 
         beta: ``(B, K)`` key strengths, :math:`\beta > 0`.
         score: any score with the core's signature on ``(B, K, M)`` keys and ``(B, N, M)`` rows.
         normalizer: one of :data:`CONTENT_NORMALIZERS`.
+        penalty: ``(B, K, N)`` subtracted from the logits after the key strength, :math:`p_i`
+            (least-recently-used writing's usage term, :class:`~graphmem.memory.heads.WriteHeads`);
+            ``None`` for none.
 
     Returns:
         ``(B, K, N)``.
     """
-    return attention(key, memory, None, score, normalizer, scale=beta.unsqueeze(-1)).weights
+    shift = None if penalty is None else (lambda logits: logits - penalty)
+    return attention(key, memory, None, score, normalizer, scale=beta.unsqueeze(-1), logits_transform=shift).weights
+
+
+def update_usage(usage: Tensor, weights: Tensor, discount: Tensor) -> Tensor:
+    r"""A write head's usage for least-recently-used writing (after the D-NTM's, Gulcehre et al.
+    2018): :math:`u_t = \lambda\, u_{t-1} + w_t`, the discounted sum of its write weights;
+    ``usage`` and ``weights`` ``(B, K, N)``, ``discount`` ``(B, K)`` in (0, 1)."""
+    return discount.unsqueeze(-1) * usage + weights
 
 
 def interpolate(content: Tensor, previous: Tensor, gate: Tensor) -> Tensor:
@@ -99,8 +110,10 @@ def address(
     gamma: Tensor,
     score: ScoreFn = cosine_score,
     normalizer: str = "softmax",
+    penalty: Tensor | None = None,
 ) -> Tensor:
-    """The four addressing steps in order: content (with ``score`` and ``normalizer``, see
-    :func:`content_weights`), interpolate, shift, sharpen; ``(B, K, N)``."""
-    weights = interpolate(content_weights(memory, key, beta, score, normalizer), previous, gate)
+    """The four addressing steps in order: content (with ``score``, ``normalizer`` and an
+    optional logit ``penalty``, see :func:`content_weights`), interpolate, shift, sharpen;
+    ``(B, K, N)``."""
+    weights = interpolate(content_weights(memory, key, beta, score, normalizer, penalty), previous, gate)
     return sharpen(circular_shift(weights, shift), gamma)

@@ -78,6 +78,8 @@ def unsupported(cell: NTMCell) -> str | None:
     """Why ``cell`` cannot run fused, or ``None`` when it can."""
     if cell.write_heads is None:
         return "it needs at least one write head"
+    if cell.address_size or cell.write_heads.lru:
+        return "it implements the paper's NTM, not the D-NTM's address vectors or least-recently-used writes"
     if cell.clip is not None and cell.clip <= 0:
         return f"clip {cell.clip} is not positive (None turns clipping off)"
     for heads in (cell.read_heads, cell.write_heads):

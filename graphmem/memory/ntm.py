@@ -28,6 +28,7 @@ class NTMState(NamedTuple):
     reads: Tensor  #: ``(B, K_r, M)`` last read vectors
     read_weights: Tensor  #: ``(B, K_r, N)``
     write_weights: Tensor  #: ``(B, K_w, N)``
+    usage: Tensor | None = None  #: ``(B, K_w, N)`` with ``lru_writes``, else ``None``
 
 
 class NTMCell(nn.Module):
@@ -64,6 +65,13 @@ class NTMCell(nn.Module):
             :class:`~graphmem.memory.heads.Head`).
         normalizer: the content normalizer: ``"softmax"`` (the paper's), ``"hard"``, ``"gumbel"``
             or ``"gumbel_hard"``; ``"none"`` is refused, location addressing needs a distribution.
+        address_size: ``A``, the D-NTM's learned address vectors (Gulcehre et al. 2018): row
+            ``i`` is :math:`[a_i \Vert M(i)]` with a learned :math:`a_i \in \mathbb{R}^A` that
+            writes never change, so keys can find a row by where it is as well as by what it
+            holds, and reads return it (read vectors are ``A + M`` wide); 0 (default) for the
+            paper's NTM.
+        lru_writes: least-recently-used writing: the write heads' content logits are penalised
+            on the rows they wrote recently (see :class:`~graphmem.memory.heads.WriteHeads`).
 
     Shapes:
         - input: ``x`` :math:`(B, I)`, optional state (a fresh one when ``None``)
@@ -90,6 +98,8 @@ class NTMCell(nn.Module):
         clip: float | None = 20.0,
         score: str = "cosine",
         normalizer: str = "softmax",
+        address_size: int = 0,
+        lru_writes: bool = False,
     ) -> None:
         super().__init__()
         if memory_init not in MEMORY_INITS:
@@ -98,6 +108,10 @@ class NTMCell(nn.Module):
             raise ValueError(f"unknown controller {controller!r}; choose one of {CONTROLLERS}")
         if read_heads < 1 or write_heads < 0:
             raise ValueError(f"need read_heads >= 1 and write_heads >= 0, got {read_heads} and {write_heads}")
+        if address_size < 0:
+            raise ValueError(f"address_size must be >= 0, got {address_size}")
+        if lru_writes and not write_heads:
+            raise ValueError("lru_writes needs at least one write head")
         self.input_size = input_size
         self.output_size = output_size
         self.memory_size = memory_size
@@ -105,19 +119,25 @@ class NTMCell(nn.Module):
         self.memory_init = memory_init
         self.init_value = init_value
         self.clip = clip
+        self.address_size = address_size
+        row_width = address_size + memory_width
         controller_cls = LSTMController if controller == "lstm" else FeedForwardController
-        self.controller = controller_cls(input_size + read_heads * memory_width, controller_size, controller_layers)
-        self.read_heads = ReadHeads(controller_size, memory_width, read_heads, shift_range, score, normalizer)
-        self.write_heads = (WriteHeads(controller_size, memory_width, write_heads, shift_range, score, normalizer)
-                            if write_heads else None)
-        self.output = nn.Linear(controller_size + read_heads * memory_width, output_size)
-        self.initial_reads = nn.Parameter(torch.empty(read_heads, memory_width))
+        self.controller = controller_cls(input_size + read_heads * row_width, controller_size, controller_layers)
+        self.read_heads = ReadHeads(controller_size, row_width, read_heads, shift_range, score, normalizer)
+        self.write_heads = (WriteHeads(controller_size, memory_width, write_heads, shift_range, score, normalizer,
+                                       key_width=row_width, lru=lru_writes) if write_heads else None)
+        self.output = nn.Linear(controller_size + read_heads * row_width, output_size)
+        self.initial_reads = nn.Parameter(torch.empty(read_heads, row_width))
         self.initial_read_logits = nn.Parameter(torch.empty(read_heads, memory_size))
         self.initial_write_logits = nn.Parameter(torch.empty(max(write_heads, 1), memory_size))
         if memory_init == "learned":
             self.initial_memory = nn.Parameter(torch.empty(memory_size, memory_width))
         else:
             self.register_parameter("initial_memory", None)
+        if address_size:
+            self.addresses = nn.Parameter(torch.empty(memory_size, address_size))
+        else:
+            self.register_parameter("addresses", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -134,6 +154,9 @@ class NTMCell(nn.Module):
         if self.initial_memory is not None:
             bound = 1.0 / math.sqrt(self.memory_size + self.memory_width)
             nn.init.uniform_(self.initial_memory, -bound, bound)
+        if self.addresses is not None:
+            # distinct random directions, so every row is findable by its address from the start
+            nn.init.normal_(self.addresses, std=1.0 / math.sqrt(self.address_size))
 
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> NTMState:
@@ -148,13 +171,23 @@ class NTMCell(nn.Module):
         else:
             memory = torch.randn(shape, device=device, dtype=dtype) / math.sqrt(self.memory_width)
         num_writes = self.write_heads.num_heads if self.write_heads is not None else 1
+        lru = self.write_heads is not None and self.write_heads.lru
         return NTMState(
             controller=self.controller.initial_state(batch_size, device, dtype),
             memory=memory,
             reads=self.initial_reads.expand(batch_size, -1, -1),
             read_weights=self.initial_read_logits.softmax(-1).expand(batch_size, -1, -1),
             write_weights=self.initial_write_logits[:num_writes].softmax(-1).expand(batch_size, -1, -1),
+            usage=(torch.zeros(batch_size, num_writes, self.memory_size, device=device, dtype=dtype)
+                   if lru else None),
         )
+
+    def rows(self, memory: Tensor) -> Tensor:
+        """What the heads address and read: ``memory`` ``(B, N, M)``, with the address vectors
+        in front of it when ``address_size > 0`` (``(B, N, A + M)``)."""
+        if self.addresses is None:
+            return memory
+        return torch.cat([self.addresses.to(memory.dtype).expand(memory.size(0), -1, -1), memory], -1)
 
     def check_input(self, x: Tensor, dim: int, owner: str = "NTMCell", layout: str = "(B, input_size)") -> None:
         """Refuses an ``x`` of the wrong rank or width with the user's numbers (shape checks
@@ -193,16 +226,17 @@ class NTMCell(nn.Module):
         hidden, controller_state = self.controller(torch.cat([x, state.reads.flatten(1)], -1), state.controller)
         if self.clip is not None:
             hidden = hidden.clamp(-self.clip, self.clip)
-        memory, write_weights = state.memory, state.write_weights
+        memory, write_weights, usage = state.memory, state.write_weights, state.usage
         if self.write_heads is not None:
-            memory, write_weights = self.write_heads(hidden, memory, write_weights)
-        reads, read_weights = self.read_heads(hidden, memory, state.read_weights)
+            memory, write_weights, usage = self.write_heads(hidden, memory, write_weights, self.rows(memory), usage)
+        reads, read_weights = self.read_heads(hidden, self.rows(memory), state.read_weights)
         features = torch.cat([hidden, reads.flatten(1)], -1)
-        return features, NTMState(controller_state, memory, reads, read_weights, write_weights)
+        return features, NTMState(controller_state, memory, reads, read_weights, write_weights, usage)
 
     def extra_repr(self) -> str:
+        extra = f", address_size={self.address_size}" if self.address_size else ""
         return (f"input_size={self.input_size}, output_size={self.output_size}, "
-                f"memory={self.memory_size}x{self.memory_width}, memory_init={self.memory_init!r}")
+                f"memory={self.memory_size}x{self.memory_width}, memory_init={self.memory_init!r}{extra}")
 
 
 @functools.cache

@@ -25,7 +25,10 @@ class NTMQA(nn.Module):
     known, as a memory network's hops do (one step can only look up one fact).
 
     Unlike :class:`MemoryNetwork`, which keeps every statement as a memory slot, the NTM must
-    decide what to write while it reads, before it knows the question.
+    decide what to write while it reads. With ``question_context`` it reads the question beside
+    every statement, :math:`[s_i, q, 0]` and then :math:`[q, q, 1]`, so it can write what the
+    question needs (a dynamic memory network's episodes are conditioned on the question the same
+    way); without it, it writes before it knows the question.
 
     Args:
         vocab_size: word ids ``0 .. vocab_size - 1`` (0 = padding); also the answer classes.
@@ -37,6 +40,8 @@ class NTMQA(nn.Module):
         fused: run the NTM as the fused C++ sequence kernel on CPU (see :class:`graphmem.memory.NTM`).
         dropout: dropout on the statement and question vectors in training (a regulariser for
             the 1k stories, which the reader otherwise fits; the flag is never dropped).
+        question_context: feed the question with every statement (the NTM's input is then
+            ``2 * embedding_dim + 1`` wide).
         **ntm_options: any argument of :class:`graphmem.memory.NTMCell` (``memory_size``,
             ``memory_width``, ``controller_size``, heads, ...).
 
@@ -48,7 +53,7 @@ class NTMQA(nn.Module):
 
     def __init__(self, vocab_size: int, embedding_dim: int = 50, position_encoding: bool | str = True,
                  answer_steps: int = 1, compile_step: bool = False, fused: bool = False, dropout: float = 0.0,
-                 **ntm_options) -> None:
+                 question_context: bool = False, **ntm_options) -> None:
         super().__init__()
         if answer_steps < 1:
             raise ValueError(f"answer_steps must be at least 1, got {answer_steps}")
@@ -56,7 +61,9 @@ class NTMQA(nn.Module):
         self.answer_steps = answer_steps
         self.encoder = SentenceEncoder(vocab_size, embedding_dim, position_encoding)
         self.dropout = nn.Dropout(dropout)
-        self.ntm = NTM(embedding_dim + 1, vocab_size, compile_step=compile_step, fused=fused, **ntm_options)
+        self.question_context = question_context
+        width = embedding_dim * (2 if question_context else 1) + 1
+        self.ntm = NTM(width, vocab_size, compile_step=compile_step, fused=fused, **ntm_options)
 
     def reset_parameters(self) -> None:
         self.encoder.reset_parameters()
@@ -72,6 +79,11 @@ class NTMQA(nn.Module):
         sentences = self.encoder(story)  # (B, S', d)
         asked = self.encoder(question).unsqueeze(1).expand(-1, self.answer_steps, -1)
         steps = self.dropout(torch.cat([sentences, asked], 1))  # (B, S' + K, d)
+        if self.question_context:
+            # the leading empty steps of a shorter story stay all zero, as without the context
+            fed = torch.cat([story.ne(0).any(-1), story.new_ones(story.size(0), self.answer_steps, dtype=torch.bool)], 1)
+            context = self.dropout(asked[:, :1].expand(-1, steps.size(1), -1)) * fed.unsqueeze(-1)
+            steps = torch.cat([steps, context], -1)  # (B, S' + K, 2d)
         flag = torch.zeros_like(steps[..., :1])
         flag[:, -self.answer_steps:] = 1.0  # marks the question
         steps = torch.cat([steps, flag], -1)
