@@ -259,7 +259,9 @@ def _as_later_state(state: NTMState) -> NTMState:
     and the step falls back to eager."""
     track = torch.is_grad_enabled()
 
-    def like_an_output(t: Tensor) -> Tensor:
+    def like_an_output(t: Tensor | None) -> Tensor | None:
+        if t is None:  # the usage of an NTM without least-recently-used writes
+            return None
         t = t.contiguous()
         return t.requires_grad_() if track and not t.requires_grad else t
 
