@@ -25,7 +25,7 @@ class NTMState(NamedTuple):
 
     controller: ControllerState
     memory: Tensor  #: ``(B, N, M)``
-    reads: Tensor  #: ``(B, K_r, M)`` last read vectors
+    reads: Tensor  #: ``(B, K_r, A + M)`` last read vectors (``A = address_size``, 0 by default)
     read_weights: Tensor  #: ``(B, K_r, N)``
     write_weights: Tensor  #: ``(B, K_w, N)``
     usage: Tensor | None = None  #: ``(B, K_w, N)`` with ``lru_writes``, else ``None``
