@@ -41,7 +41,7 @@ def test_every_recipe_has_a_header():
 
 
 # recipes cut to build fast: bAbI 10k's 190k questions and the 200k-node generated graph
-LIGHTER = {"babi_memn2n_10k": ["--data.init_args.tasks", "[1]"],
+LIGHTER = {"babi_memn2n_10k": ["--data.init_args.tasks", "[1]"], "babi_ntm_10k": ["--data.init_args.tasks", "[1]"],
            "large_graph_sampled": ["--data.init_args.synthetic.num_nodes", "2000"]}
 
 
