@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,9 @@ MANIFEST = "ensemble.json"
 #: the score files of an ensemble's folder, by kind of data and part
 SCORE_FILES = {"molecules": {"validation": "val_roc_auc.csv", "test": "test_roc_auc.csv"},
                "qa": {"validation": "val_error.csv", "test": "test_error.csv"}}
+#: how ``graphmem ensemble`` chooses its members among the runs it is given
+SELECTIONS = ("all", "greedy")
+SELECTION_FILE = "selection.csv"
 FORMAT = "graphmem-ensemble"
 FORMAT_VERSION = 1
 # what a shipped checkpoint keeps (see export_ensemble): enough to build, check and describe the model
@@ -143,7 +146,7 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
     :mod:`graphmem.pretrained` does): each member's checkpoint keeps its weights and data
     identity only (no optimizer state, callbacks or loop state: a third of the size), and its
     config keeps what builds the model and the data, without the run's paths (the trainer's
-    folders, the data root). The scores file comes along. An existing, non-empty
+    folders, the data root). The score files (and the selection's steps) come along. An existing, non-empty
     ``destination`` is refused."""
     ensemble = load_ensemble(source)
     destination = Path(destination)
@@ -163,7 +166,7 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
         config["data"]["init_args"]["root"] = None
         shipped.config.write_text(yaml.safe_dump(config, sort_keys=False))
         members.append(shipped)
-    for name in (name for files in SCORE_FILES.values() for name in files.values()):
+    for name in (*(name for files in SCORE_FILES.values() for name in files.values()), SELECTION_FILE):
         if (ensemble.manifest.parent / name).is_file():
             shutil.copyfile(ensemble.manifest.parent / name, destination / name)
     return load_ensemble(write_manifest(destination, members, ensemble.data))
@@ -295,14 +298,19 @@ def _check_kind(recipe: GraphmemCLI, what: str) -> None:
                             f"{type(recipe.model).__name__} on {type(recipe.datamodule).__name__}")
 
 
-def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike) -> Ensemble:
+def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.PathLike,
+                      select: str = "all") -> Ensemble:
     """Makes the new folder ``out`` an ensemble of finished runs, one checkpoint of each (what
     ``graphmem ensemble`` runs): copies each run's checkpoint, ``config.yaml`` and
     ``metrics.csv`` into ``out/seed_<S>``, scores the members and their mean as ``fit
     --ensemble`` does, then writes the manifest. Each checkpoint must lie in its run's
     ``checkpoints/`` folder beside the run's ``config.yaml`` (as ``graphmem fit`` saves them);
     the runs must be of the same data, with different seeds; their networks may differ (a GAT and
-    a GATv2, another depth), each member is then built from its own config."""
+    a GATv2, another depth), each member is then built from its own config.
+
+    ``select="greedy"`` keeps only the runs that :func:`greedy_selection` chooses on the
+    validation set (the others are not copied) and writes the selection's steps into
+    ``out/selection.csv``; ``"all"`` keeps every run."""
     from graphmem.recipe import load_recipe
 
     out = Path(out)
@@ -327,22 +335,77 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     if any(identity != data[0] for identity in data):
         raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
                             f"an ensemble's members share their data and split")
+    if select not in SELECTIONS:
+        raise GraphmemError(f"--select {select!r} is not a selection; choose one of {', '.join(SELECTIONS)}")
     run = load_recipe(str(runs[0][2]), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
     _check_kind(run, "an ensemble is made of")
+    runs.sort(key=lambda run: run[0])
+    candidates = [Member(seed, checkpoint, config) for seed, checkpoint, config, _ in runs]
+    loaders = _loaders(run)
+    probabilities = _member_probabilities(run, candidates, loaders, runs[0][2])
+    chosen = list(range(len(candidates)))
+    if select == "greedy":
+        chosen, path = greedy_selection(probabilities["validation"],
+                                        lambda p: _validation_score(run, loaders["validation"], p))
+    out.mkdir(parents=True, exist_ok=True)
+    if select == "greedy":
+        steps = pd.DataFrame({"added": [f"seed {candidates[i].seed}" for i in chosen], "validation": path},
+                             index=pd.RangeIndex(1, len(chosen) + 1, name="size"))
+        steps.to_csv(out / SELECTION_FILE, mode="x")
+        print(f"greedy selection on validation ({len(chosen)} of {len(candidates)} runs):\n{steps.to_string()}")
     members = []
-    for seed, checkpoint, config, _ in sorted(runs, key=lambda run: run[0]):
-        folder = out / f"seed_{seed}"
+    for index in sorted(chosen):
+        candidate = candidates[index]
+        folder = out / f"seed_{candidate.seed}"
         (folder / "checkpoints").mkdir(parents=True)
-        member = Member(seed, folder / "checkpoints" / checkpoint.name, folder / "config.yaml")
-        shutil.copyfile(checkpoint, member.checkpoint)
-        shutil.copyfile(config, member.config)
-        if (config.parent / "metrics.csv").is_file():
-            shutil.copyfile(config.parent / "metrics.csv", folder / "metrics.csv")
+        member = Member(candidate.seed, folder / "checkpoints" / candidate.checkpoint.name, folder / "config.yaml")
+        shutil.copyfile(candidate.checkpoint, member.checkpoint)
+        shutil.copyfile(candidate.config, member.config)
+        if (candidate.config.parent / "metrics.csv").is_file():
+            shutil.copyfile(candidate.config.parent / "metrics.csv", folder / "metrics.csv")
         members.append(member)
-    _score(run, members, out, runs[0][2])
+    kept = {part: [p[i] for i in sorted(chosen)] for part, p in probabilities.items()}
+    _write_scores(run, members, loaders, kept, out)
     manifest = write_manifest(out, members, data[0])
-    print(f"ensemble of {len(members)} models (seeds {', '.join(map(str, sorted(seeds)))}): {manifest}")
+    print(f"ensemble of {len(members)} models (seeds {', '.join(str(m.seed) for m in members)}): {manifest}")
     return load_ensemble(manifest)
+
+
+def greedy_selection(probabilities: Sequence[torch.Tensor],
+                     score: Callable[[torch.Tensor], float]) -> tuple[list[int], list[float]]:
+    """Forward selection of ensemble members (Caruana et al., "Ensemble selection from libraries
+    of models", ICML 2004), without replacement: begin with the candidate of the best ``score``
+    alone; at each step add the candidate whose addition gives the best score of the members'
+    mean probability; stop when no addition improves it (ties keep the smaller ensemble).
+
+    ``probabilities``: one tensor per candidate, all of one shape (the validation set's
+    predictions); ``score``: higher is better. Returns the chosen candidates' indices in the
+    order they were added and the score after each addition."""
+    if not probabilities:
+        raise GraphmemError("greedy selection needs at least one candidate")
+    chosen: list[int] = []
+    path: list[float] = []
+    total = torch.zeros_like(probabilities[0])
+    while len(chosen) < len(probabilities):
+        trials = {i: score((total + p) / (len(chosen) + 1)) for i, p in enumerate(probabilities) if i not in chosen}
+        best = max(trials, key=lambda i: (trials[i], -i))  # the first candidate among equals
+        if path and trials[best] <= path[-1]:
+            break
+        chosen.append(best)
+        path.append(trials[best])
+        total = total + probabilities[best]
+    return chosen, path
+
+
+def _validation_score(run: GraphmemCLI, loader: Any, probability: torch.Tensor) -> float:
+    """The score that selects members, higher is better: the mean ROC-AUC over the tasks for
+    molecules, minus the mean error per task for question answering."""
+    from graphmem.data import BabiDataModule
+
+    qa = isinstance(run.datamodule, BabiDataModule)
+    _, scores = (_qa_scores if qa else _molecule_scores)(run, loader, {"model": probability}, "validation")
+    mean = float(scores.loc["mean", "model"])
+    return -mean if qa else mean
 
 
 def ensemble_main(args: Sequence[str]) -> Ensemble:
@@ -354,9 +417,12 @@ def ensemble_main(args: Sequence[str]) -> Ensemble:
                                                  "copy them into a new folder, score the members and their mean "
                                                  "probability on validation and test, write the manifest")
     parser.add_argument("--out", required=True, help="the new folder of the ensemble")
+    parser.add_argument("--select", choices=SELECTIONS, default="all",
+                        help="all: every run is a member; greedy: forward selection on the validation set "
+                             "(Caruana et al. 2004), the steps written into selection.csv")
     parser.add_argument("checkpoints", nargs="+", help="one checkpoint of each run (in its checkpoints/ folder)")
     options = parser.parse_args(list(args))
-    return assemble_ensemble(options.checkpoints, options.out)
+    return assemble_ensemble(options.checkpoints, options.out, options.select)
 
 
 def _network(config: Path) -> str:
@@ -395,13 +461,23 @@ def _score(run: GraphmemCLI, members: Sequence[Member], folder: Path, run_config
     (``val_roc_auc.csv``, ``test_roc_auc.csv``) and as error per task for question answering
     (``val_error.csv``, ``test_error.csv``). ``run`` is a recipe built for the members' data
     (the last member's fit, or :func:`graphmem.recipe.load_recipe`) from ``run_config``."""
+    loaders = _loaders(run)
+    _write_scores(run, members, loaders, _member_probabilities(run, members, loaders, run_config), folder)
+
+
+def _loaders(run: GraphmemCLI) -> dict[str, Any]:
+    """The validation and test loaders of ``run``'s data, by part."""
+    run.datamodule.setup("test")
+    return {"validation": run.datamodule.val_dataloader(), "test": run.datamodule.test_dataloader()}
+
+
+def _write_scores(run: GraphmemCLI, members: Sequence[Member], loaders: dict[str, Any],
+                  probabilities: dict[str, list[torch.Tensor]], folder: Path) -> None:
+    """Prints and writes (:data:`SCORE_FILES`) the scores of each member's ``probabilities``
+    and of their mean, by part."""
     from graphmem.data import BabiDataModule
 
-    datamodule = run.datamodule
-    datamodule.setup("test")
-    loaders = {"validation": datamodule.val_dataloader(), "test": datamodule.test_dataloader()}
-    probabilities = _member_probabilities(run, members, loaders, run_config)
-    kind = "qa" if isinstance(datamodule, BabiDataModule) else "molecules"
+    kind = "qa" if isinstance(run.datamodule, BabiDataModule) else "molecules"
     for part, loader in loaders.items():
         models = {f"seed {m.seed}": p for m, p in zip(members, probabilities[part])}
         models["ensemble"] = torch.stack(probabilities[part]).mean(dim=0)

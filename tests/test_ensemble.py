@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from graphmem.cli import main
 from graphmem.data import MoleculeDataModule
 from graphmem.data.molecule import TOX21_TASKS
-from graphmem.ensemble import export_ensemble, load_ensemble, write_manifest
+from graphmem.ensemble import export_ensemble, greedy_selection, load_ensemble, write_manifest
 from graphmem.errors import GraphmemError
 from graphmem.recipe import checkpoint_data
 from tests.conftest import molecule_table, reference_probabilities, write_tox21
@@ -240,3 +240,59 @@ def test_an_ensemble_of_runs_of_different_networks_builds_each_member_from_its_c
     predictions = main(["predict", "--ckpt_path", str(tmp_path / "mixed"), "--smiles", *GOOD,
                         "--out", str(tmp_path / "p.csv")])
     assert predictions is None and len(pd.read_csv(tmp_path / "p.csv")) == len(GOOD)
+
+
+def test_greedy_selection_adds_the_best_improvement_and_stops_when_none_improves():
+    """Caruana et al.'s forward selection, worked by hand: the score is minus the squared
+    distance to 0.5. Alone: a (0.8) 0.09, b (0.1) 0.16, c (0.3) 0.04, d (0.9) 0.16: c first.
+    With c: a -> 0.55, 0.0025; b -> 0.2; d -> 0.6: a. With c, a: b -> 0.4, 0.01; d -> 0.667,
+    0.028: both worse than 0.0025, so the selection stops at c, a."""
+    candidates = [torch.tensor([value]) for value in (0.8, 0.1, 0.3, 0.9)]
+    chosen, path = greedy_selection(candidates, lambda p: -float((p - 0.5).pow(2).sum()))
+    assert chosen == [2, 0]
+    assert path == pytest.approx([-0.04, -0.0025])
+
+
+def test_greedy_selection_keeps_the_smaller_ensemble_on_a_tie():
+    candidates = [torch.tensor([0.5]), torch.tensor([0.5])]
+    assert greedy_selection(candidates, lambda p: -float((p - 0.5).abs().sum()))[0] == [0]
+
+
+def test_a_greedy_ensemble_keeps_the_runs_that_validation_chose(trained, tmp_path):
+    """Three runs (seeds 0, 1 and 7); every score in selection.csv is the validation ROC-AUC of
+    the mean probability of the runs chosen so far, computed by hand; the first is the best run
+    alone, each addition is the best one, and no run left out would have raised the last score."""
+    extra = tmp_path / "seed7"
+    main(_fit_args(trained["root"], extra, "--seed_everything", "7"))
+    runs = [*(m.checkpoint for m in load_ensemble(trained["folder"]).members), next(extra.rglob("best-*.ckpt"))]
+    main(["ensemble", "--select", "greedy", "--out", str(tmp_path / "greedy"), *map(str, runs)])
+    data = MoleculeDataModule(root=str(trained["root"]), batch_size=32)
+    data.setup()
+    graphs = data.splits["valid"]
+    labels = torch.cat([graph.y for graph in graphs]).numpy()
+    labelled = ~np.isnan(labels)
+    alone = dict(zip((0, 1, 7), (reference_probabilities(run, graphs).numpy() for run in runs)))
+
+    def score(seeds) -> float:
+        mean = np.mean([alone[s] for s in seeds], axis=0)
+        return float(np.mean([roc_auc_score(labels[labelled[:, t], t], mean[labelled[:, t], t]) for t in range(12)]))
+
+    steps = pd.read_csv(tmp_path / "greedy" / "selection.csv", index_col="size")
+    chosen = [int(name.removeprefix("seed ")) for name in steps["added"]]
+    for size in range(1, len(chosen) + 1):
+        assert steps["validation"].iloc[size - 1] == pytest.approx(score(chosen[:size]), abs=1e-6)
+        assert score(chosen[:size]) >= max(score([*chosen[:size - 1], s]) for s in alone if s not in chosen[:size - 1]) - 1e-9
+    assert all(score([*chosen, s]) <= score(chosen) + 1e-9 for s in alone if s not in chosen)
+    ensemble = load_ensemble(tmp_path / "greedy")
+    assert sorted(chosen) == [m.seed for m in ensemble.members]
+    val = pd.read_csv(tmp_path / "greedy" / "val_roc_auc.csv", index_col="task")
+    assert val.loc["mean", "ensemble"] == pytest.approx(score(chosen), abs=1e-6)
+
+
+def test_an_unknown_selection_is_refused_in_one_line(trained, tmp_path, capsys):
+    members = load_ensemble(trained["folder"]).members
+    with pytest.raises(SystemExit) as exit_:
+        main(["ensemble", "--select", "best", "--out", str(tmp_path / "e"), *(str(m.checkpoint) for m in members)])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exit_.value.code == 2 and len(errors) == 1 and "--select" in errors[0] and "greedy" in errors[0]
+    assert not (tmp_path / "e").exists()
