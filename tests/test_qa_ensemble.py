@@ -51,13 +51,14 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "run": run, "fitted": fitted, "assembled": assembled}
 
 
-def _by_hand(folder: Path) -> pd.DataFrame:
-    """Error per task, mean and failed count of each member and of the mean probability, on test."""
+def _by_hand(folder: Path, part: str = "test") -> pd.DataFrame:
+    """Error per task, mean and failed count of each member and of the mean probability, on
+    ``part`` (``test`` or ``valid``)."""
     columns, probabilities = {}, []
     for member in load_ensemble(folder).members:
         cli = load_recipe(str(member.config), str(member.checkpoint))
         cli.datamodule.setup("test")
-        stories, questions, answers, tasks = cli.datamodule.splits["test"]
+        stories, questions, answers, tasks = cli.datamodule.splits[part]
         network = cli.model.model.eval()
         # the recipe's first 6 epochs are linear start (no softmax in the hops): both epochs here
         network.linear_start = torch.load(member.checkpoint, weights_only=True)["epoch"] < 6
@@ -167,3 +168,22 @@ def test_fit_ensemble_of_a_qa_recipe_keeps_its_config(trained):
     for member in load_ensemble(trained["fitted"]).members:
         config = yaml.safe_load(member.config.read_text())
         assert config["seed_everything"] == member.seed and config["ensemble"] == 1
+
+
+def test_greedy_selection_of_qa_runs_scores_minus_the_mean_validation_error(trained, tmp_path):
+    """The first run chosen is the one of the lowest validation error alone (computed by hand);
+    the second is kept only if the pair's mean probability has a lower error still."""
+    members = load_ensemble(trained["fitted"]).members
+    main(["ensemble", "--select", "greedy", "--out", str(tmp_path / "greedy"), *(str(m.checkpoint) for m in members)])
+    valid = _by_hand(trained["fitted"], "valid").loc["mean"]
+    steps = pd.read_csv(tmp_path / "greedy" / "selection.csv", index_col="size")
+    alone = {name: -valid[name] for name in ("seed 3", "seed 4")}
+    assert steps["added"].iloc[0] == max(alone, key=lambda name: (alone[name], name == "seed 3"))
+    assert steps["validation"].iloc[0] == pytest.approx(max(alone.values()), abs=1e-4)
+    if len(steps) == 2:
+        assert steps["validation"].iloc[1] == pytest.approx(-valid["ensemble"], abs=1e-4)
+        assert -valid["ensemble"] > max(alone.values())
+    else:
+        assert -valid["ensemble"] <= max(alone.values()) + 1e-4
+    kept = [f"seed {m.seed}" for m in load_ensemble(tmp_path / "greedy").members]
+    assert sorted(kept) == sorted(steps["added"])
