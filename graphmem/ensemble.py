@@ -337,12 +337,13 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
                             f"an ensemble's members share their data and split")
     if select not in SELECTIONS:
         raise GraphmemError(f"--select {select!r} is not a selection; choose one of {', '.join(SELECTIONS)}")
-    run = load_recipe(str(runs[0][2]), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
+    run_config = runs[0][2]  # the config that builds ``run``'s network, before the runs are put in seed order
+    run = load_recipe(str(run_config), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
     _check_kind(run, "an ensemble is made of")
     runs.sort(key=lambda run: run[0])
     candidates = [Member(seed, checkpoint, config) for seed, checkpoint, config, _ in runs]
     loaders = _loaders(run)
-    probabilities = _member_probabilities(run, candidates, loaders, runs[0][2])
+    probabilities = _member_probabilities(run, candidates, loaders, run_config)
     chosen = list(range(len(candidates)))
     if select == "greedy":
         chosen, path = greedy_selection(probabilities["validation"],

@@ -217,14 +217,17 @@ def test_an_ensemble_of_finished_molecule_runs_scores_as_fit_does(trained, tmp_p
     assert predictions is None and len(pd.read_csv(tmp_path / "p.csv")) == len(GOOD)
 
 
-def test_an_ensemble_of_runs_of_different_networks_builds_each_member_from_its_config(trained, tmp_path):
-    """A member of another network (2 layers instead of 3) is scored with its own network: the
-    scores are those of the mean of each member's probabilities computed by hand."""
+@pytest.mark.parametrize("other_first", [False, True])
+def test_an_ensemble_of_runs_of_different_networks_builds_each_member_from_its_config(trained, tmp_path, other_first):
+    """A member of another network (2 layers instead of 3) is scored with its own network,
+    whichever run is named first: the scores are those of the mean of each member's
+    probabilities computed by hand."""
     run = tmp_path / "two_layers"
     main(_fit_args(trained["root"], run, "--seed_everything", "5", "--model.init_args.model.init_args.num_layers", "2"))
     other = next(run.rglob("best-*.ckpt"))
     first = load_ensemble(trained["folder"]).members[0]
-    main(["ensemble", "--out", str(tmp_path / "mixed"), str(first.checkpoint), str(other)])
+    named = [str(first.checkpoint), str(other)]
+    main(["ensemble", "--out", str(tmp_path / "mixed"), *(named[::-1] if other_first else named)])
     members = load_ensemble(tmp_path / "mixed").members
     assert [m.seed for m in members] == [0, 5]
     data = MoleculeDataModule(root=str(trained["root"]), batch_size=32)
