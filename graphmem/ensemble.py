@@ -313,6 +313,8 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     ``out/selection.csv``; ``"all"`` keeps every run."""
     from graphmem.recipe import load_recipe
 
+    if select not in SELECTIONS:
+        raise GraphmemError(f"--select {select!r} is not a selection; choose one of {', '.join(SELECTIONS)}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise GraphmemError(f"--out {out} already exists and is not an empty folder; name a new folder")
@@ -335,8 +337,6 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     if any(identity != data[0] for identity in data):
         raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
                             f"an ensemble's members share their data and split")
-    if select not in SELECTIONS:
-        raise GraphmemError(f"--select {select!r} is not a selection; choose one of {', '.join(SELECTIONS)}")
     run_config = runs[0][2]  # the config that builds ``run``'s network, before the runs are put in seed order
     run = load_recipe(str(run_config), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
     _check_kind(run, "an ensemble is made of")
@@ -345,17 +345,17 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     loaders = _loaders(run)
     probabilities = _member_probabilities(run, candidates, loaders, run_config)
     chosen = list(range(len(candidates)))
-    if select == "greedy":
-        chosen, path = greedy_selection(probabilities["validation"],
-                                        lambda p: _validation_score(run, loaders["validation"], p))
     out.mkdir(parents=True, exist_ok=True)
     if select == "greedy":
+        validation = list(loaders["validation"])  # collated once: every trial scores the same batches
+        chosen, path = greedy_selection(probabilities["validation"], lambda p: _validation_score(run, validation, p))
         steps = pd.DataFrame({"added": [f"seed {candidates[i].seed}" for i in chosen], "validation": path},
                              index=pd.RangeIndex(1, len(chosen) + 1, name="size"))
         steps.to_csv(out / SELECTION_FILE, mode="x")
         print(f"greedy selection on validation ({len(chosen)} of {len(candidates)} runs):\n{steps.to_string()}")
+        chosen.sort()  # members in seed order, as without selection
     members = []
-    for index in sorted(chosen):
+    for index in chosen:
         candidate = candidates[index]
         folder = out / f"seed_{candidate.seed}"
         (folder / "checkpoints").mkdir(parents=True)
@@ -365,7 +365,7 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         if (candidate.config.parent / "metrics.csv").is_file():
             shutil.copyfile(candidate.config.parent / "metrics.csv", folder / "metrics.csv")
         members.append(member)
-    kept = {part: [p[i] for i in sorted(chosen)] for part, p in probabilities.items()}
+    kept = {part: [p[i] for i in chosen] for part, p in probabilities.items()}
     _write_scores(run, members, loaders, kept, out)
     manifest = write_manifest(out, members, data[0])
     print(f"ensemble of {len(members)} models (seeds {', '.join(str(m.seed) for m in members)}): {manifest}")
