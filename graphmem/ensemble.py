@@ -13,7 +13,7 @@ the next free ``k``, or the folder that ``--trainer.logger.init_args.version`` n
 
     ensemble_0/
         ensemble.json        the manifest: data identity (and a molecule set's task names), each
-                             member's seed, checkpoint and config (paths relative to this folder)
+                             member's seed, checkpoint, config (paths relative to this folder) and weight
         test_roc_auc.csv     molecules: test ROC-AUC per task of every member and of the ensemble
         val_roc_auc.csv      the same on the validation set
         test_error.csv       question answering (bAbI): test error per task, the mean and the
@@ -22,9 +22,12 @@ the next free ``k``, or the folder that ``--trainer.logger.init_args.version`` n
 
 Every member is trained on the same data and split (the split has its own seed); only the
 model's seed differs, or, for an ensemble made of finished runs, also the network (a GAT and a
-GATv2, say: each member is built from its own config). The ensemble's prediction is the mean of the members' probabilities (for
-a question, the answer is the word of the highest mean probability), and its spread their
-standard deviation (over the members, ``ddof=0``).
+GATv2, say: each member is built from its own config; two runs may then share a seed, and the
+second one's folder is ``seed_<S>b``). The ensemble's prediction is the weighted mean of the
+members' probabilities (for a question, the answer is the word of the highest mean probability),
+and its spread their weighted standard deviation (``ddof=0``). Every weight is 1 but after a
+greedy selection with replacement, where a member's weight is the number of times it was chosen:
+the mean and spread of the members counted that many times.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +59,35 @@ MANIFEST = "ensemble.json"
 SCORE_FILES = {"molecules": {"validation": "val_roc_auc.csv", "test": "test_roc_auc.csv"},
                "qa": {"validation": "val_error.csv", "test": "test_error.csv"}}
 #: how ``graphmem ensemble`` chooses its members among the runs it is given
-SELECTIONS = ("all", "greedy")
+SELECTIONS = ("all", "greedy", "greedy_with_replacement")
 SELECTION_FILE = "selection.csv"
 FORMAT = "graphmem-ensemble"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: members' weight and tag (version 1 manifests read as weight 1, no tag)
 # what a shipped checkpoint keeps (see export_ensemble): enough to build, check and describe the model
 SHIPPED_CHECKPOINT_KEYS = ("state_dict", DATA_KEY, "epoch", "global_step", "pytorch-lightning_version")
 
 
 @dataclass(frozen=True)
 class Member:
-    """One model of an ensemble: its seed, checkpoint file and the config that builds it."""
+    """One model of an ensemble: its seed, checkpoint file and the config that builds it; its
+    weight in the ensemble's mean; and a tag (``"b"``, ``"c"``, ...) that tells it from another
+    member of the same seed (a run of another network)."""
 
     seed: int
     checkpoint: Path
     config: Path
+    weight: int = 1
+    tag: str = ""
+
+    @property
+    def name(self) -> str:
+        """The member's folder (or file) name in an ensemble, ``seed_<S><tag>``."""
+        return f"seed_{self.seed}{self.tag}"
+
+    @property
+    def label(self) -> str:
+        """The member's name in tables, ``seed <S><tag>``."""
+        return f"seed {self.seed}{self.tag}"
 
 
 @dataclass(frozen=True)
@@ -106,9 +124,14 @@ def load_ensemble(path: str | os.PathLike) -> Ensemble:
         record = json.loads(manifest.read_text())
         if record.get("format") != FORMAT:
             raise ValueError(f"its format is {record.get('format')!r}, not {FORMAT!r}")
+        if record.get("version", 1) > FORMAT_VERSION:
+            raise ValueError(f"it is version {record['version']}, newer than this graphmem reads "
+                             f"({FORMAT_VERSION}); upgrade graphmem")
         folder = manifest.parent
-        members = tuple(Member(int(m["seed"]), folder / m["checkpoint"], folder / m["config"])
-                        for m in record["members"])
+        members = tuple(Member(int(m["seed"]), folder / m["checkpoint"], folder / m["config"],
+                               int(m.get("weight", 1)), str(m.get("tag", ""))) for m in record["members"])
+        if any(member.weight < 1 for member in members):
+            raise ValueError("a member's weight is below 1")
         data = dict(record["data"])
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise GraphmemError(f"{manifest} is not a graphmem ensemble manifest ({error})") from error
@@ -130,7 +153,8 @@ def write_manifest(folder: Path, members: Sequence[Member], data: dict[str, Any]
     existing manifest is never replaced."""
     record = {"format": FORMAT, "version": FORMAT_VERSION, "data": data,
               "members": [{"seed": m.seed, "checkpoint": m.checkpoint.relative_to(folder).as_posix(),
-                           "config": m.config.relative_to(folder).as_posix()} for m in members]}
+                           "config": m.config.relative_to(folder).as_posix(), "weight": m.weight,
+                           "tag": m.tag} for m in members]}
     manifest = folder / MANIFEST
     try:
         with manifest.open("x") as file:  # "x": fails rather than overwrite another ensemble's manifest
@@ -157,8 +181,8 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
     for member in ensemble.members:
         checkpoint = torch.load(member.checkpoint, map_location="cpu", weights_only=True)
         kept = {key: checkpoint[key] for key in SHIPPED_CHECKPOINT_KEYS if key in checkpoint}
-        name = f"seed_{member.seed}"
-        shipped = Member(member.seed, destination / f"{name}.ckpt", destination / f"{name}.yaml")
+        shipped = Member(member.seed, destination / f"{member.name}.ckpt", destination / f"{member.name}.yaml",
+                         member.weight, member.tag)
         torch.save(kept, shipped.checkpoint)
         config = {key: value for key, value in yaml.safe_load(member.config.read_text()).items()
                   if key in ("seed_everything", "model", "data")}
@@ -172,15 +196,20 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
     return load_ensemble(write_manifest(destination, members, ensemble.data))
 
 
-def ensemble_table(tables: Sequence[pd.DataFrame], tasks: Sequence[str]) -> pd.DataFrame:
+def ensemble_table(tables: Sequence[pd.DataFrame], tasks: Sequence[str],
+                   weights: Sequence[int] | None = None) -> pd.DataFrame:
     """One table from the members' prediction tables (:func:`graphmem.predict.predict_smiles`,
     same inputs in the same order): ``index``, ``smiles``, the mean probability per task (named
-    as the task), its standard deviation over the members (``<task>_std``, ``ddof=0``), ``error``."""
+    as the task), its standard deviation over the members (``<task>_std``, ``ddof=0``), ``error``.
+    With ``weights`` (one per member), the weighted mean and standard deviation
+    :math:`\bar p = \sum_m w_m p_m / \sum_m w_m`, :math:`s^2 = \sum_m w_m (p_m - \bar p)^2 / \sum_m w_m`."""
     tasks = list(tasks)
     probabilities = np.stack([table[tasks].to_numpy(dtype=float) for table in tables])
+    mean = np.average(probabilities, axis=0, weights=weights)
     combined = tables[0][["index", "smiles"]].copy()
-    combined[tasks] = probabilities.mean(axis=0)
-    combined[[f"{task}_std" for task in tasks]] = probabilities.std(axis=0)
+    combined[tasks] = mean
+    combined[[f"{task}_std" for task in tasks]] = np.sqrt(np.average((probabilities - mean) ** 2, axis=0,
+                                                                     weights=weights))
     combined["error"] = tables[0]["error"]
     return combined
 
@@ -305,12 +334,14 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     ``metrics.csv`` into ``out/seed_<S>``, scores the members and their mean as ``fit
     --ensemble`` does, then writes the manifest. Each checkpoint must lie in its run's
     ``checkpoints/`` folder beside the run's ``config.yaml`` (as ``graphmem fit`` saves them);
-    the runs must be of the same data, with different seeds; their networks may differ (a GAT and
-    a GATv2, another depth), each member is then built from its own config.
+    the runs must be of the same data; their networks may differ (a GAT and a GATv2, another
+    depth), each member is then built from its own config, and no two runs have the same network
+    and seed (the second of two runs that share a seed is ``out/seed_<S>b``).
 
     ``select="greedy"`` keeps only the runs that :func:`greedy_selection` chooses on the
     validation set (the others are not copied) and writes the selection's steps into
-    ``out/selection.csv``; ``"all"`` keeps every run."""
+    ``out/selection.csv``; ``"greedy_with_replacement"`` too, each kept run weighted by the number
+    of times it was chosen; ``"all"`` keeps every run."""
     from graphmem.recipe import load_recipe
 
     if select not in SELECTIONS:
@@ -330,9 +361,15 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         recipe = yaml.safe_load(config.read_text())
         runs.append((recipe.get("seed_everything"), checkpoint, config, recipe))
     seeds = [seed for seed, *_ in runs]
-    if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds) or len(set(seeds)) < len(seeds):
+    if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds):
         raise GraphmemError(f"the members' seeds (seed_everything of their config.yaml) are {seeds}: an ensemble's "
-                            f"members are runs of one recipe with different numeric seeds")
+                            f"members are runs with numeric seeds")
+    # a run of the same network and seed is the same model again (training is deterministic)
+    trained = [(seed, _network(config)) for seed, _, config, _ in runs]
+    if len(set(trained)) < len(trained):
+        twins = sorted({seed for seed, network in trained if trained.count((seed, network)) > 1})
+        raise GraphmemError(f"two runs have the same network and seed ({', '.join(map(str, twins))}): an "
+                            f"ensemble's members differ in their seed (seed_everything) or their network")
     data = [checkpoint_data(checkpoint) or {"data": "unknown"} for _, checkpoint, *_ in runs]
     if any(identity != data[0] for identity in data):
         raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
@@ -340,55 +377,69 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     run_config = runs[0][2]  # the config that builds ``run``'s network, before the runs are put in seed order
     run = load_recipe(str(run_config), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
     _check_kind(run, "an ensemble is made of")
-    runs.sort(key=lambda run: run[0])
-    candidates = [Member(seed, checkpoint, config) for seed, checkpoint, config, _ in runs]
+    runs.sort(key=lambda run: run[0])  # stable: runs that share a seed keep the order they were given in
+    candidates = []
+    for seed, checkpoint, config, _ in runs:
+        earlier = sum(candidate.seed == seed for candidate in candidates)
+        candidates.append(Member(seed, checkpoint, config, tag="bcdefghijklmnopqrstuvwxyz"[earlier - 1] if earlier else ""))
     loaders = _loaders(run)
     probabilities = _member_probabilities(run, candidates, loaders, run_config)
     chosen = list(range(len(candidates)))
     out.mkdir(parents=True, exist_ok=True)
-    if select == "greedy":
+    if select != "all":
         validation = list(loaders["validation"])  # collated once: every trial scores the same batches
-        chosen, path = greedy_selection(probabilities["validation"], lambda p: _validation_score(run, validation, p))
-        steps = pd.DataFrame({"added": [f"seed {candidates[i].seed}" for i in chosen], "validation": path},
+        chosen, path = greedy_selection(probabilities["validation"], lambda p: _validation_score(run, validation, p),
+                                        replacement=select == "greedy_with_replacement")
+        steps = pd.DataFrame({"added": [candidates[i].label for i in chosen], "validation": path},
                              index=pd.RangeIndex(1, len(chosen) + 1, name="size"))
         steps.to_csv(out / SELECTION_FILE, mode="x")
-        print(f"greedy selection on validation ({len(chosen)} of {len(candidates)} runs):\n{steps.to_string()}")
-        chosen.sort()  # members in seed order, as without selection
+        print(f"{select.replace('_', ' ')} selection on validation ({len(set(chosen))} of {len(candidates)} "
+              f"runs, {len(chosen)} steps):\n{steps.to_string()}")
+    weights = Counter(chosen)
     members = []
-    for index in chosen:
+    for index in sorted(weights):  # members in seed order, as without selection
         candidate = candidates[index]
-        folder = out / f"seed_{candidate.seed}"
+        folder = out / candidate.name
         (folder / "checkpoints").mkdir(parents=True)
-        member = Member(candidate.seed, folder / "checkpoints" / candidate.checkpoint.name, folder / "config.yaml")
+        member = Member(candidate.seed, folder / "checkpoints" / candidate.checkpoint.name, folder / "config.yaml",
+                        weights[index], candidate.tag)
         shutil.copyfile(candidate.checkpoint, member.checkpoint)
         shutil.copyfile(candidate.config, member.config)
         if (candidate.config.parent / "metrics.csv").is_file():
             shutil.copyfile(candidate.config.parent / "metrics.csv", folder / "metrics.csv")
         members.append(member)
-    kept = {part: [p[i] for i in chosen] for part, p in probabilities.items()}
+    kept = {part: [p[i] for i in sorted(weights)] for part, p in probabilities.items()}
     _write_scores(run, members, loaders, kept, out)
     manifest = write_manifest(out, members, data[0])
-    print(f"ensemble of {len(members)} models (seeds {', '.join(str(m.seed) for m in members)}): {manifest}")
+    described = ", ".join(m.label.removeprefix("seed ") + (f" (weight {m.weight})" if m.weight > 1 else "")
+                          for m in members)
+    print(f"ensemble of {len(members)} models (seeds {described}): {manifest}")
     return load_ensemble(manifest)
 
 
-def greedy_selection(probabilities: Sequence[torch.Tensor],
-                     score: Callable[[torch.Tensor], float]) -> tuple[list[int], list[float]]:
+def greedy_selection(probabilities: Sequence[torch.Tensor], score: Callable[[torch.Tensor], float],
+                     replacement: bool = False) -> tuple[list[int], list[float]]:
     """Forward selection of ensemble members (Caruana et al., "Ensemble selection from libraries
-    of models", ICML 2004), without replacement: begin with the candidate of the best ``score``
-    alone; at each step add the candidate whose addition gives the best score of the members'
-    mean probability; stop when no addition improves it (ties keep the smaller ensemble).
+    of models", ICML 2004): begin with the candidate of the best ``score`` alone; at each step
+    add the candidate whose addition gives the best score of the members' mean probability; stop
+    when no addition improves it (ties keep the smaller ensemble).
+
+    Without ``replacement`` a candidate is added once at most. With it (the paper's section 2.1),
+    a candidate may be added again, so that after ``k`` steps the prediction is
+    :math:`\frac1k \sum_m c_m p_m`, the mean weighted by how many times ``c_m`` each was added.
 
     ``probabilities``: one tensor per candidate, all of one shape (the validation set's
-    predictions); ``score``: higher is better. Returns the chosen candidates' indices in the
-    order they were added and the score after each addition."""
+    predictions); ``score``: higher is better. Returns the indices added at each step (with
+    replacement an index may recur) and the score after each step."""
     if not probabilities:
         raise GraphmemError("greedy selection needs at least one candidate")
     chosen: list[int] = []
     path: list[float] = []
     total = torch.zeros_like(probabilities[0])
-    while len(chosen) < len(probabilities):
-        trials = {i: score((total + p) / (len(chosen) + 1)) for i, p in enumerate(probabilities) if i not in chosen}
+    # the score rises at every step and takes finitely many values, so selection with replacement ends too
+    while replacement or len(chosen) < len(probabilities):
+        trials = {i: score((total + p) / (len(chosen) + 1)) for i, p in enumerate(probabilities)
+                  if replacement or i not in chosen}
         best = max(trials, key=lambda i: (trials[i], -i))  # the first candidate among equals
         if path and trials[best] <= path[-1]:
             break
@@ -420,7 +471,8 @@ def ensemble_main(args: Sequence[str]) -> Ensemble:
     parser.add_argument("--out", required=True, help="the new folder of the ensemble")
     parser.add_argument("--select", choices=SELECTIONS, default="all",
                         help="all: every run is a member; greedy: forward selection on the validation set "
-                             "(Caruana et al. 2004), the steps written into selection.csv")
+                             "(Caruana et al. 2004), the steps written into selection.csv; greedy_with_replacement: "
+                             "the same, a run may be chosen again (its weight: how many times)")
     parser.add_argument("checkpoints", nargs="+", help="one checkpoint of each run (in its checkpoints/ folder)")
     options = parser.parse_args(list(args))
     return assemble_ensemble(options.checkpoints, options.out, options.select)
@@ -480,8 +532,9 @@ def _write_scores(run: GraphmemCLI, members: Sequence[Member], loaders: dict[str
 
     kind = "qa" if isinstance(run.datamodule, BabiDataModule) else "molecules"
     for part, loader in loaders.items():
-        models = {f"seed {m.seed}": p for m, p in zip(members, probabilities[part])}
-        models["ensemble"] = torch.stack(probabilities[part]).mean(dim=0)
+        models = {m.label: p for m, p in zip(members, probabilities[part])}
+        weights = torch.tensor([float(m.weight) for m in members]).view(-1, *[1] * probabilities[part][0].dim())
+        models["ensemble"] = (torch.stack(probabilities[part]) * weights).sum(dim=0) / weights.sum()
         table, scores = (_qa_scores if kind == "qa" else _molecule_scores)(run, loader, models, part)
         print(table)
         scores.to_csv(folder / SCORE_FILES[kind][part], mode="x")  # the folder was empty when the ensemble began

@@ -7,7 +7,9 @@ outside Lightning (tests.conftest.reference_probabilities), ROC-AUC with scikit-
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from graphmem.cli import main
 from graphmem.data import MoleculeDataModule
 from graphmem.data.molecule import TOX21_TASKS
-from graphmem.ensemble import export_ensemble, greedy_selection, load_ensemble, write_manifest
+from graphmem.ensemble import Member, export_ensemble, greedy_selection, load_ensemble, write_manifest
 from graphmem.errors import GraphmemError
 from graphmem.recipe import checkpoint_data
 from tests.conftest import molecule_table, reference_probabilities, write_tox21
@@ -261,14 +263,31 @@ def test_greedy_selection_keeps_the_smaller_ensemble_on_a_tie():
     assert greedy_selection(candidates, lambda p: -float((p - 0.5).abs().sum()))[0] == [0]
 
 
-def test_a_greedy_ensemble_keeps_the_runs_that_validation_chose(trained, tmp_path):
+def test_greedy_selection_with_replacement_may_choose_a_candidate_again():
+    """Worked by hand: the score is minus the distance to 0.3. Alone: a (0.0) 0.3, b (0.9) 0.6:
+    a. Then a, a: 0.0; a, b: 0.45, 0.15: b. Then a, b, a: 0.3, 0.0; a, b, b: 0.6, 0.3: a again,
+    which the selection without replacement cannot take (it stops at a, b). Then a, b, a, a:
+    0.225, 0.075; a, b, a, b: 0.45, 0.15: both worse, stop."""
+    candidates = [torch.tensor([0.0]), torch.tensor([0.9])]
+    def score(p: torch.Tensor) -> float:
+        return -float((p - 0.3).abs().sum())
+    assert greedy_selection(candidates, score) == ([0, 1], pytest.approx([-0.3, -0.15]))
+    chosen, path = greedy_selection(candidates, score, replacement=True)
+    assert chosen == [0, 1, 0] and path == pytest.approx([-0.3, -0.15, 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("select", ["greedy", "greedy_with_replacement"])
+def test_a_greedy_ensemble_keeps_the_runs_that_validation_chose(trained, tmp_path, select):
     """Three runs (seeds 0, 1 and 7); every score in selection.csv is the validation ROC-AUC of
-    the mean probability of the runs chosen so far, computed by hand; the first is the best run
-    alone, each addition is the best one, and no run left out would have raised the last score."""
+    the mean probability of the runs chosen so far (with replacement, each counted as many
+    times as it was chosen), computed by hand; the first is the best run alone, each addition
+    is the best one, and no further addition would have raised the last score. Each member's
+    weight is the number of times it was chosen."""
+    replacement = select == "greedy_with_replacement"
     extra = tmp_path / "seed7"
     main(_fit_args(trained["root"], extra, "--seed_everything", "7"))
     runs = [*(m.checkpoint for m in load_ensemble(trained["folder"]).members), next(extra.rglob("best-*.ckpt"))]
-    main(["ensemble", "--select", "greedy", "--out", str(tmp_path / "greedy"), *map(str, runs)])
+    main(["ensemble", "--select", select, "--out", str(tmp_path / "greedy"), *map(str, runs)])
     data = MoleculeDataModule(root=str(trained["root"]), batch_size=32)
     data.setup()
     graphs = data.splits["valid"]
@@ -282,12 +301,16 @@ def test_a_greedy_ensemble_keeps_the_runs_that_validation_chose(trained, tmp_pat
 
     steps = pd.read_csv(tmp_path / "greedy" / "selection.csv", index_col="size")
     chosen = [int(name.removeprefix("seed ")) for name in steps["added"]]
+    def additions(before: list[int]) -> list[int]:
+        return [s for s in alone if replacement or s not in before]
+
     for size in range(1, len(chosen) + 1):
         assert steps["validation"].iloc[size - 1] == pytest.approx(score(chosen[:size]), abs=1e-6)
-        assert score(chosen[:size]) >= max(score([*chosen[:size - 1], s]) for s in alone if s not in chosen[:size - 1]) - 1e-9
-    assert all(score([*chosen, s]) <= score(chosen) + 1e-9 for s in alone if s not in chosen)
+        assert score(chosen[:size]) >= max(score([*chosen[:size - 1], s]) for s in additions(chosen[:size - 1])) - 1e-9
+    assert all(score([*chosen, s]) <= score(chosen) + 1e-9 for s in additions(chosen))
+    assert replacement or len(set(chosen)) == len(chosen)
     ensemble = load_ensemble(tmp_path / "greedy")
-    assert sorted(chosen) == [m.seed for m in ensemble.members]
+    assert sorted(Counter(chosen).items()) == [(m.seed, m.weight) for m in ensemble.members]
     val = pd.read_csv(tmp_path / "greedy" / "val_roc_auc.csv", index_col="task")
     assert val.loc["mean", "ensemble"] == pytest.approx(score(chosen), abs=1e-6)
 
@@ -299,3 +322,60 @@ def test_an_unknown_selection_is_refused_in_one_line(trained, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert exit_.value.code == 2 and len(errors) == 1 and "--select" in errors[0] and "greedy" in errors[0]
     assert not (tmp_path / "e").exists()
+
+
+def _hand_made_ensemble(trained, folder: Path, weights: list[int]) -> Path:
+    """The trained ensemble's members copied into ``folder`` under a manifest with ``weights``."""
+    members = []
+    for member, weight in zip(load_ensemble(trained["folder"]).members, weights):
+        (folder / member.name).mkdir(parents=True)
+        copy = Member(member.seed, folder / member.name / "best.ckpt", folder / member.name / "config.yaml", weight)
+        shutil.copyfile(member.checkpoint, copy.checkpoint)
+        shutil.copyfile(member.config, copy.config)
+        members.append(copy)
+    return write_manifest(folder, members, load_ensemble(trained["folder"]).data)
+
+
+def test_predict_on_a_weighted_ensemble_is_the_weighted_mean_and_std(trained, tmp_path):
+    """Weights 2 and 1: the mean and standard deviation of the members counted 2 and 1 times,
+    computed by hand from each member's network."""
+    manifest = _hand_made_ensemble(trained, tmp_path / "weighted", [2, 1])
+    assert [m.weight for m in load_ensemble(manifest).members] == [2, 1]
+    main(["predict", "--ckpt_path", str(manifest), "--smiles", *GOOD, "--out", str(tmp_path / "p.csv")])
+    table = pd.read_csv(tmp_path / "p.csv")
+    p0, p1 = (reference_probabilities(m.checkpoint, GOOD).numpy() for m in load_ensemble(manifest).members)
+    counted = np.stack([p0, p0, p1])
+    assert np.allclose(table[list(TOX21_TASKS)], counted.mean(axis=0), atol=1e-6)
+    assert np.allclose(table[[f"{task}_std" for task in TOX21_TASKS]], counted.std(axis=0), atol=1e-6)
+    shipped = export_ensemble(manifest, tmp_path / "shipped")
+    assert [(m.name, m.weight) for m in shipped.members] == [("seed_0", 2), ("seed_1", 1)]
+
+
+def test_a_manifest_with_a_bad_weight_or_from_a_newer_graphmem_is_refused(trained, tmp_path):
+    manifest = _hand_made_ensemble(trained, tmp_path / "e", [1, 1])
+    record = json.loads(manifest.read_text())
+    for change, message in (({"version": 99}, "newer than this graphmem reads"),
+                            ({"members": [{**record["members"][0], "weight": 0}]}, "weight is below 1")):
+        manifest.write_text(json.dumps({**record, **change}))
+        with pytest.raises(GraphmemError, match=message):
+            load_ensemble(manifest)
+
+
+def test_runs_of_two_networks_may_share_a_seed(trained, tmp_path):
+    """Seed 0 of the 3-layer GAT and seed 0 of a 2-layer one are two members: the second is
+    seed_0b, in the folders, the manifest and the score tables; its weights are the 2-layer
+    run's. Runs of one network and one seed are the same model twice and are refused."""
+    run = tmp_path / "two_layers"
+    main(_fit_args(trained["root"], run, "--seed_everything", "0", "--model.init_args.model.init_args.num_layers", "2"))
+    other = next(run.rglob("best-*.ckpt"))
+    first, second = load_ensemble(trained["folder"]).members
+    main(["ensemble", "--out", str(tmp_path / "shared"), str(first.checkpoint), str(other), str(second.checkpoint)])
+    members = load_ensemble(tmp_path / "shared").members
+    assert [(m.seed, m.name) for m in members] == [(0, "seed_0"), (0, "seed_0b"), (1, "seed_1")]
+    assert members[1].checkpoint.parent.parent == tmp_path / "shared" / "seed_0b"
+    assert members[1].checkpoint.read_bytes() == other.read_bytes()
+    scores = pd.read_csv(tmp_path / "shared" / "test_roc_auc.csv", index_col="task")
+    assert list(scores.columns) == ["seed 0", "seed 0b", "seed 1", "ensemble"]
+    with pytest.raises(GraphmemError, match="same network and seed"):
+        main(["ensemble", "--out", str(tmp_path / "twins"), str(first.checkpoint), str(first.checkpoint)])
+    assert not (tmp_path / "twins").exists()
