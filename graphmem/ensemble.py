@@ -390,11 +390,12 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         validation = list(loaders["validation"])  # collated once: every trial scores the same batches
         chosen, path = greedy_selection(probabilities["validation"], lambda p: _validation_score(run, validation, p),
                                         replacement=select == "greedy_with_replacement")
-        steps = pd.DataFrame({"added": [candidates[i].label for i in chosen], "validation": path},
+        steps = pd.DataFrame({"added": [candidates[i].label for i in chosen], "validation": path,
+                              "run": [str(candidates[i].checkpoint) for i in chosen]},
                              index=pd.RangeIndex(1, len(chosen) + 1, name="size"))
         steps.to_csv(out / SELECTION_FILE, mode="x")
         print(f"{select.replace('_', ' ')} selection on validation ({len(set(chosen))} of {len(candidates)} "
-              f"runs, {len(chosen)} steps):\n{steps.to_string()}")
+              f"runs, {len(chosen)} steps):\n{steps.drop(columns='run').to_string()}")
     weights = Counter(chosen)
     members = []
     for index in sorted(weights):  # members in seed order, as without selection

@@ -311,6 +311,7 @@ def test_a_greedy_ensemble_keeps_the_runs_that_validation_chose(trained, tmp_pat
     assert replacement or len(set(chosen)) == len(chosen)
     ensemble = load_ensemble(tmp_path / "greedy")
     assert sorted(Counter(chosen).items()) == [(m.seed, m.weight) for m in ensemble.members]
+    assert [Path(run) for run in steps["run"]] == [runs[(0, 1, 7).index(seed)] for seed in chosen]
     val = pd.read_csv(tmp_path / "greedy" / "val_roc_auc.csv", index_col="task")
     assert val.loc["mean", "ensemble"] == pytest.approx(score(chosen), abs=1e-6)
 
