@@ -22,8 +22,8 @@ the next free ``k``, or the folder that ``--trainer.logger.init_args.version`` n
 
 Every member is trained on the same data and split (the split has its own seed); only the
 model's seed differs, or, for an ensemble made of finished runs, also the network (a GAT and a
-GATv2, say: each member is built from its own config; two runs may then share a seed, and the
-second one's folder is ``seed_<S>b``). The ensemble's prediction is the weighted mean of the
+GATv2, say: each member is built from its own config). Runs of different recipes may share a
+seed (the second one's folder is ``seed_<S>b``), as long as their weights differ. The ensemble's prediction is the weighted mean of the
 members' probabilities (for a question, the answer is the word of the highest mean probability),
 and its spread their weighted standard deviation (``ddof=0``). Every weight is 1 but after a
 greedy selection with replacement, where a member's weight is the number of times it was chosen:
@@ -335,8 +335,8 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     --ensemble`` does, then writes the manifest. Each checkpoint must lie in its run's
     ``checkpoints/`` folder beside the run's ``config.yaml`` (as ``graphmem fit`` saves them);
     the runs must be of the same data; their networks may differ (a GAT and a GATv2, another
-    depth), each member is then built from its own config, and no two runs have the same network
-    and seed (the second of two runs that share a seed is ``out/seed_<S>b``).
+    depth), each member is then built from its own config. Runs may share a seed (the second one
+    is ``out/seed_<S>b``) but not their weights (the same recipe and seed again).
 
     ``select="greedy"`` keeps only the runs that :func:`greedy_selection` chooses on the
     validation set (the others are not copied) and writes the selection's steps into
@@ -364,12 +364,13 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds):
         raise GraphmemError(f"the members' seeds (seed_everything of their config.yaml) are {seeds}: an ensemble's "
                             f"members are runs with numeric seeds")
-    # a run of the same network and seed is the same model again (training is deterministic)
-    trained = [(seed, _network(config)) for seed, _, config, _ in runs]
-    if len(set(trained)) < len(trained):
-        twins = sorted({seed for seed, network in trained if trained.count((seed, network)) > 1})
-        raise GraphmemError(f"two runs have the same network and seed ({', '.join(map(str, twins))}): an "
-                            f"ensemble's members differ in their seed (seed_everything) or their network")
+    # the same recipe and seed train the same weights again (training is deterministic): one model twice
+    for i, (seed, checkpoint, *_) in enumerate(runs):
+        twin = next((other for other_seed, other, *_ in runs[:i] if other_seed == seed and
+                     _same_weights(checkpoint, other)), None)
+        if twin is not None:
+            raise GraphmemError(f"{checkpoint} and {twin} hold the same weights (seed {seed}): an ensemble's "
+                                f"members are different models, runs of another seed or another recipe")
     data = [checkpoint_data(checkpoint) or {"data": "unknown"} for _, checkpoint, *_ in runs]
     if any(identity != data[0] for identity in data):
         raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
@@ -477,6 +478,14 @@ def ensemble_main(args: Sequence[str]) -> Ensemble:
     parser.add_argument("checkpoints", nargs="+", help="one checkpoint of each run (in its checkpoints/ folder)")
     options = parser.parse_args(list(args))
     return assemble_ensemble(options.checkpoints, options.out, options.select)
+
+
+def _same_weights(first: Path, second: Path) -> bool:
+    """Whether the checkpoints ``first`` and ``second`` hold the same weights."""
+    weights = [torch.load(path, map_location="cpu", weights_only=True)["state_dict"] for path in (first, second)]
+    return weights[0].keys() == weights[1].keys() and all(
+        weights[0][name].shape == weights[1][name].shape and torch.equal(weights[0][name], weights[1][name])
+        for name in weights[0])
 
 
 def _network(config: Path) -> str:

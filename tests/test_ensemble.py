@@ -365,7 +365,8 @@ def test_a_manifest_with_a_bad_weight_or_from_a_newer_graphmem_is_refused(traine
 def test_runs_of_two_networks_may_share_a_seed(trained, tmp_path):
     """Seed 0 of the 3-layer GAT and seed 0 of a 2-layer one are two members: the second is
     seed_0b, in the folders, the manifest and the score tables; its weights are the 2-layer
-    run's. Runs of one network and one seed are the same model twice and are refused."""
+    run's. Two runs of one recipe and one seed (the plain fit of seed 1 and the ensemble's seed 1)
+    hold the same weights, the same model twice, and are refused."""
     run = tmp_path / "two_layers"
     main(_fit_args(trained["root"], run, "--seed_everything", "0", "--model.init_args.model.init_args.num_layers", "2"))
     other = next(run.rglob("best-*.ckpt"))
@@ -377,6 +378,6 @@ def test_runs_of_two_networks_may_share_a_seed(trained, tmp_path):
     assert members[1].checkpoint.read_bytes() == other.read_bytes()
     scores = pd.read_csv(tmp_path / "shared" / "test_roc_auc.csv", index_col="task")
     assert list(scores.columns) == ["seed 0", "seed 0b", "seed 1", "ensemble"]
-    with pytest.raises(GraphmemError, match="same network and seed"):
-        main(["ensemble", "--out", str(tmp_path / "twins"), str(first.checkpoint), str(first.checkpoint)])
+    with pytest.raises(GraphmemError, match="hold the same weights"):
+        main(["ensemble", "--out", str(tmp_path / "twins"), str(second.checkpoint), str(trained["plain"])])
     assert not (tmp_path / "twins").exists()

@@ -114,7 +114,7 @@ def test_bad_ensembles_of_runs_are_refused_before_anything_is_written(trained, t
     first, second = _checkpoints(trained)
     with pytest.raises(GraphmemError, match="at least 2 models"):
         main(["ensemble", "--out", str(tmp_path / "one"), first])
-    with pytest.raises(GraphmemError, match="same network and seed"):
+    with pytest.raises(GraphmemError, match="hold the same weights"):
         main(["ensemble", "--out", str(tmp_path / "same"), first, first])
     with pytest.raises(GraphmemError, match="not an empty folder"):
         main(["ensemble", "--out", str(trained["assembled"]), first, second])
@@ -161,7 +161,7 @@ def test_graphmem_ensemble_from_the_shell_names_a_bad_argument_in_one_line(train
     with pytest.raises(SystemExit) as exit_:
         main()
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("graphmem: error:")]
-    assert exit_.value.code == 2 and len(errors) == 1 and "same network and seed" in errors[0]
+    assert exit_.value.code == 2 and len(errors) == 1 and "hold the same weights" in errors[0]
 
 
 def test_fit_ensemble_of_a_qa_recipe_keeps_its_config(trained):
