@@ -23,8 +23,8 @@ the next free ``k``, or the folder that ``--trainer.logger.init_args.version`` n
 Every member is trained on the same data and split (the split has its own seed); only the
 model's seed differs, or, for an ensemble made of finished runs, also the network (a GAT and a
 GATv2, say: each member is built from its own config). Runs of different recipes may share a
-seed (the second one's folder is ``seed_<S>b``), as long as their weights differ. The ensemble's prediction is the weighted mean of the
-members' probabilities (for a question, the answer is the word of the highest mean probability),
+seed (the second one's folder is ``seed_<S>b``), as long as their weights differ. The
+ensemble's prediction is the weighted mean of the members' probabilities (for a question, the answer is the word of the highest mean probability),
 and its spread their weighted standard deviation (``ddof=0``). Every weight is 1 but after a
 greedy selection with replacement, where a member's weight is the number of times it was chosen:
 the mean and spread of the members counted that many times.
@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ SHIPPED_CHECKPOINT_KEYS = ("state_dict", DATA_KEY, "epoch", "global_step", "pyto
 class Member:
     """One model of an ensemble: its seed, checkpoint file and the config that builds it; its
     weight in the ensemble's mean; and a tag (``"b"``, ``"c"``, ...) that tells it from another
-    member of the same seed (a run of another network)."""
+    member of the same seed (a run of another recipe)."""
 
     seed: int
     checkpoint: Path
@@ -364,13 +365,7 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     if any(isinstance(seed, bool) or not isinstance(seed, int) for seed in seeds):
         raise GraphmemError(f"the members' seeds (seed_everything of their config.yaml) are {seeds}: an ensemble's "
                             f"members are runs with numeric seeds")
-    # the same recipe and seed train the same weights again (training is deterministic): one model twice
-    for i, (seed, checkpoint, *_) in enumerate(runs):
-        twin = next((other for other_seed, other, *_ in runs[:i] if other_seed == seed and
-                     _same_weights(checkpoint, other)), None)
-        if twin is not None:
-            raise GraphmemError(f"{checkpoint} and {twin} hold the same weights (seed {seed}): an ensemble's "
-                                f"members are different models, runs of another seed or another recipe")
+    _refuse_twins([(seed, checkpoint) for seed, checkpoint, *_ in runs])
     data = [checkpoint_data(checkpoint) or {"data": "unknown"} for _, checkpoint, *_ in runs]
     if any(identity != data[0] for identity in data):
         raise GraphmemError(f"the members were trained on different data ({'; '.join(map(describe_data, data))}); "
@@ -379,10 +374,10 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     run = load_recipe(str(run_config), str(runs[0][1]), ["--trainer.enable_progress_bar", "false"])
     _check_kind(run, "an ensemble is made of")
     runs.sort(key=lambda run: run[0])  # stable: runs that share a seed keep the order they were given in
-    candidates = []
+    candidates, earlier = [], Counter()
     for seed, checkpoint, config, _ in runs:
-        earlier = sum(candidate.seed == seed for candidate in candidates)
-        candidates.append(Member(seed, checkpoint, config, tag="bcdefghijklmnopqrstuvwxyz"[earlier - 1] if earlier else ""))
+        candidates.append(Member(seed, checkpoint, config, tag=_tag(earlier[seed])))
+        earlier[seed] += 1
     loaders = _loaders(run)
     probabilities = _member_probabilities(run, candidates, loaders, run_config)
     chosen = list(range(len(candidates)))
@@ -480,12 +475,34 @@ def ensemble_main(args: Sequence[str]) -> Ensemble:
     return assemble_ensemble(options.checkpoints, options.out, options.select)
 
 
-def _same_weights(first: Path, second: Path) -> bool:
-    """Whether the checkpoints ``first`` and ``second`` hold the same weights."""
-    weights = [torch.load(path, map_location="cpu", weights_only=True)["state_dict"] for path in (first, second)]
-    return weights[0].keys() == weights[1].keys() and all(
-        weights[0][name].shape == weights[1][name].shape and torch.equal(weights[0][name], weights[1][name])
-        for name in weights[0])
+def _refuse_twins(runs: Sequence[tuple[int, Path]]) -> None:
+    """Refuses two of ``runs`` (seed, checkpoint) that hold the same weights: the same recipe and
+    seed train the same weights again (training is deterministic), one model twice. Only the
+    checkpoints of a seed that several runs share are read, each once."""
+    shared = {seed for seed, count in Counter(seed for seed, _ in runs).items() if count > 1}
+    seen: list[tuple[int, Path, dict[str, torch.Tensor]]] = []
+    for seed, checkpoint in runs:
+        if seed not in shared:
+            continue
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        twin = next((other for other_seed, other, theirs in seen if other_seed == seed and _equal(weights, theirs)),
+                    None)
+        if twin is not None:
+            raise GraphmemError(f"{checkpoint} and {twin} hold the same weights (seed {seed}): an ensemble's "
+                                f"members are different models, runs of another seed or another recipe")
+        seen.append((seed, checkpoint, weights))
+
+
+def _equal(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    """Whether two state dicts hold the same tensors under the same names."""
+    return first.keys() == second.keys() and all(
+        first[name].shape == second[name].shape and torch.equal(first[name], second[name]) for name in first)
+
+
+def _tag(earlier: int) -> str:
+    """The tag of a member after ``earlier`` members of its seed: none, then ``b``, ``c``, ... ``z``,
+    then the count (``_26``, ...)."""
+    return "" if earlier == 0 else string.ascii_lowercase[earlier] if earlier < 26 else f"_{earlier}"
 
 
 def _network(config: Path) -> str:

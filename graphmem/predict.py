@@ -151,7 +151,8 @@ def predict_main(args: list[str]) -> pd.DataFrame:
         data = cli.datamodule.hparams
         tasks = (checkpoint_data(ckpt_path) or {}).get("tasks") or moleculenet_tasks(data.dataset, data.root)
         tables.append(predict_smiles(cli.model, cli.trainer, smiles, tasks, data.batch_size))
-    table = tables[0] if ensemble is None else ensemble_table(tables, ensemble.tasks, [m.weight for m in ensemble.members])
+    table = tables[0] if ensemble is None else ensemble_table(
+        tables, ensemble.tasks, [member.weight for member in ensemble.members])
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
