@@ -7,6 +7,7 @@ from graphmem.data.download import DataFileError, fetch
 from graphmem.data.link_datamodule import LinkDataModule
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
 from graphmem.data.molecule_datamodule import MoleculeDataModule
+from graphmem.data.pretrain_datamodule import MoleculePretrainDataModule, molecule_keys
 from graphmem.data.neighbor_sampler import UniformNeighborSampler, neighbor_loader
 from graphmem.data.node_datamodule import NodeDataModule
 from graphmem.data.planetoid import karate_club, load_planetoid
@@ -32,6 +33,8 @@ __all__ = [
     "DataFileError",
     "LinkDataModule",
     "MoleculeDataModule",
+    "MoleculePretrainDataModule",
+    "molecule_keys",
     "MoleculeSet",
     "NodeDataModule",
     "karate_club",

@@ -14,6 +14,7 @@ from torch_geometric.data import Batch
 from graphmem.errors import GraphmemError
 from graphmem.lit.distributed import gather_rows
 from graphmem.lit.metrics import UndefinedMetricError, multitask_roc_auc
+from graphmem.lit.pretrain import load_encoder
 
 
 def masked_bce_with_logits(logits: Tensor, target: Tensor) -> Tensor:
@@ -61,15 +62,23 @@ class GraphPropertyTask(L.LightningModule):
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         cosine_epochs: when set, cosine-anneal the learning rate over this many epochs.
+        pretrained: the checkpoint of a pretraining run (:class:`graphmem.lit.AttributeMaskingTask`)
+            or of another molecule recipe, whose encoder weights ``fit`` starts from
+            (:func:`graphmem.lit.pretrain.load_encoder`); a resumed fit takes its checkpoint's.
     """
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
-                 cosine_epochs: int | None = None) -> None:
+                 cosine_epochs: int | None = None, pretrained: str | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self._warned_undefined = False
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.pretrained and self.trainer.ckpt_path is None:
+            copied = load_encoder(self.model, self.hparams.pretrained)
+            rank_zero_info(f"encoder ({copied} tensors) from {self.hparams.pretrained}")
 
     def forward(self, batch: Batch) -> Tensor:
         return self.model(batch)

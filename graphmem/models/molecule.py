@@ -17,6 +17,8 @@ READOUTS = ("mean", "sum", "max", "mean+max")
 MODULE_READOUTS = ("hopfield",)
 DESCRIPTOR_FUSIONS = ("concat", "mean")
 DESCRIPTOR_CLAMP = 5.0  # standard deviations
+# the submodules that make node states: what pretraining trains and fine-tuning starts from
+ENCODER = ("atom_encoder", "bond_encoders", "convs", "norms", "virtual_node", "virtual_mlps")
 
 
 class SafeBatchNorm1d(nn.BatchNorm1d):
@@ -132,6 +134,7 @@ class MoleculeGAT(nn.Module):
             raise ValueError(f"unknown readout {readout!r}; choose one of {READOUTS + MODULE_READOUTS}")
         self.readout = readout
         self.dropout = dropout
+        self.hidden_channels = hidden_channels
         self.atom_encoder = AtomEncoder(hidden_channels)
         self.bond_encoders = nn.ModuleList(BondEncoder(hidden_channels) for _ in range(num_layers))
         self.convs = nn.ModuleList()
@@ -163,9 +166,10 @@ class MoleculeGAT(nn.Module):
         self.head = nn.Sequential(nn.Linear(pooled, hidden_channels), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden_channels, num_tasks))
 
-    def node_states(self, batch: Batch, return_attention_weights: bool = False):
-        """Node states ``(N, hidden)``; with ``return_attention_weights`` also each layer's ``(edge_index, alpha)``."""
-        h = self.atom_encoder(batch.x)
+    def node_states(self, batch: Batch, return_attention_weights: bool = False, atom_states: Tensor | None = None):
+        """Node states ``(N, hidden)``; with ``return_attention_weights`` also each layer's ``(edge_index, alpha)``.
+        ``atom_states`` ``(N, hidden)`` replaces ``AtomEncoder(x)`` (pretraining masks atoms there)."""
+        h = self.atom_encoder(batch.x) if atom_states is None else atom_states
         virtual = None if self.virtual_node is None else self.virtual_node.expand(batch.num_graphs, -1)
         attention = []
         for layer, (conv, bond_encoder, norm) in enumerate(zip(self.convs, self.bond_encoders, self.norms)):
