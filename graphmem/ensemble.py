@@ -60,8 +60,11 @@ MANIFEST = "ensemble.json"
 SCORE_FILES = {"molecules": {"validation": "val_roc_auc.csv", "test": "test_roc_auc.csv"},
                "qa": {"validation": "val_error.csv", "test": "test_error.csv"}}
 #: how ``graphmem ensemble`` chooses its members among the runs it is given
-SELECTIONS = ("all", "greedy", "greedy_with_replacement")
+SELECTIONS = ("all", "greedy", "greedy_with_replacement", "cross_validated")
+#: the selections that ``cross_validated`` chooses between, the simplest first (it wins a tie)
+CROSS_VALIDATED = SELECTIONS[:3]
 SELECTION_FILE = "selection.csv"
+CROSS_VALIDATION_FILE = "cross_validation.csv"
 FORMAT = "graphmem-ensemble"
 FORMAT_VERSION = 2  # 2: members' weight and tag (version 1 manifests read as weight 1, no tag)
 # what a shipped checkpoint keeps (see export_ensemble): enough to build, check and describe the model
@@ -191,7 +194,8 @@ def export_ensemble(source: str | os.PathLike, destination: str | os.PathLike) -
         config["data"]["init_args"]["root"] = None
         shipped.config.write_text(yaml.safe_dump(config, sort_keys=False))
         members.append(shipped)
-    for name in (*(name for files in SCORE_FILES.values() for name in files.values()), SELECTION_FILE):
+    for name in (*(name for files in SCORE_FILES.values() for name in files.values()), SELECTION_FILE,
+                 CROSS_VALIDATION_FILE):
         if (ensemble.manifest.parent / name).is_file():
             shutil.copyfile(ensemble.manifest.parent / name, destination / name)
     return load_ensemble(write_manifest(destination, members, ensemble.data))
@@ -342,7 +346,9 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     ``select="greedy"`` keeps only the runs that :func:`greedy_selection` chooses on the
     validation set (the others are not copied) and writes the selection's steps into
     ``out/selection.csv``; ``"greedy_with_replacement"`` too, each kept run weighted by the number
-    of times it was chosen; ``"all"`` keeps every run."""
+    of times it was chosen; ``"all"`` keeps every run; ``"cross_validated"`` applies whichever of
+    the three :func:`cross_validated_selection` finds best on held-out halves of validation, its
+    table in ``out/cross_validation.csv``."""
     from graphmem.recipe import load_recipe
 
     if select not in SELECTIONS:
@@ -383,15 +389,23 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
     chosen = list(range(len(candidates)))
     out.mkdir(parents=True, exist_ok=True)
     if select != "all":
-        validation = list(loaders["validation"])  # collated once: every trial scores the same batches
-        chosen, path = greedy_selection(probabilities["validation"], lambda p: _validation_score(run, validation, p),
-                                        replacement=select == "greedy_with_replacement")
-        steps = pd.DataFrame({"added": [candidates[i].label for i in chosen], "validation": path,
-                              "run": [str(candidates[i].checkpoint) for i in chosen]},
-                             index=pd.RangeIndex(1, len(chosen) + 1, name="size"))
-        steps.to_csv(out / SELECTION_FILE, mode="x")
-        print(f"{select.replace('_', ' ')} selection on validation ({len(set(chosen))} of {len(candidates)} "
-              f"runs, {len(chosen)} steps):\n{steps.drop(columns='run').to_string()}")
+        score = _row_scorer(run, loaders["validation"])
+        validation = probabilities["validation"]
+        if select == "cross_validated":
+            method, table, chosen, path = cross_validated_selection(validation, score)
+            table.to_csv(out / CROSS_VALIDATION_FILE, mode="x")
+            print(f"cross-validated selection: on held-out halves of validation (mean of {len(table.columns) - 1} "
+                  f"folds) {method.replace('_', ' ')} scores best:\n{table[['held_out', 'std']].to_string()}")
+        else:
+            method = select
+            chosen, path = select_members(select, validation, score, torch.arange(len(validation[0])))
+        if method != "all":
+            steps = pd.DataFrame({"added": [candidates[i].label for i in chosen], "validation": path,
+                                  "run": [str(candidates[i].checkpoint) for i in chosen]},
+                                 index=pd.RangeIndex(1, len(chosen) + 1, name="size"))
+            steps.to_csv(out / SELECTION_FILE, mode="x")
+            print(f"{method.replace('_', ' ')} selection on validation ({len(set(chosen))} of {len(candidates)} "
+                  f"runs, {len(chosen)} steps):\n{steps.drop(columns='run').to_string()}")
     weights = Counter(chosen)
     members = []
     for index in sorted(weights):  # members in seed order, as without selection
@@ -446,15 +460,85 @@ def greedy_selection(probabilities: Sequence[torch.Tensor], score: Callable[[tor
     return chosen, path
 
 
-def _validation_score(run: GraphmemCLI, loader: Any, probability: torch.Tensor) -> float:
-    """The score that selects members, higher is better: the mean ROC-AUC over the tasks for
-    molecules, minus the mean error per task for question answering."""
+def _row_scorer(run: GraphmemCLI, loader: Any) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """The score that selects members, higher is better, of the probabilities of ``loader``'s
+    rows ``rows`` (an index tensor): the mean ROC-AUC over the tasks for molecules, minus the mean
+    error per task for question answering."""
     from graphmem.data import BabiDataModule
+    from graphmem.lit.metrics import multitask_roc_auc
+    from graphmem.lit.qa import per_task_error
 
-    qa = isinstance(run.datamodule, BabiDataModule)
-    _, scores = (_qa_scores if qa else _molecule_scores)(run, loader, {"model": probability}, "validation")
-    mean = float(scores.loc["mean", "model"])
-    return -mean if qa else mean
+    batches = list(loader)
+    if isinstance(run.datamodule, BabiDataModule):
+        answers, tasks = torch.cat([batch[2] for batch in batches]), torch.cat([batch[3] for batch in batches])
+
+        def qa_score(probability: torch.Tensor, rows: torch.Tensor) -> float:
+            errors = per_task_error(probability.argmax(-1), answers[rows], tasks[rows])
+            return -sum(errors.values()) / len(errors)
+
+        return qa_score
+    labels = torch.cat([batch.y for batch in batches])
+    return lambda probability, rows: multitask_roc_auc(labels[rows], probability)[0]
+
+
+def select_members(method: str, probabilities: Sequence[torch.Tensor],
+                   score: Callable[[torch.Tensor, torch.Tensor], float],
+                   rows: torch.Tensor) -> tuple[list[int], list[float]]:
+    """The candidates that selection ``method`` (one of :data:`CROSS_VALIDATED`) chooses on the
+    validation rows ``rows``, an index repeated for each time it was chosen, and the score after
+    each step (``"all"``: every candidate, one step). ``probabilities``: one tensor per candidate
+    over all validation rows; ``score(probability of rows, rows)``: higher is better."""
+    if method == "all":
+        everyone = list(range(len(probabilities)))
+        return everyone, [score(_mean(probabilities, everyone, rows), rows)]
+    if method not in CROSS_VALIDATED:
+        raise GraphmemError(f"{method!r} is not a selection of members; choose one of {', '.join(CROSS_VALIDATED)}")
+    return greedy_selection([p[rows] for p in probabilities], lambda p: score(p, rows),
+                            replacement=method == "greedy_with_replacement")
+
+
+def validation_folds(size: int, repeats: int = 5, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``repeats`` random halvings of ``size`` validation rows, each as two folds
+    ``(rows to select on, held-out rows)``, the one the other's mirror: ``2 * repeats`` folds."""
+    generator = torch.Generator().manual_seed(seed)
+    folds = []
+    for _ in range(repeats):
+        order = torch.randperm(size, generator=generator)
+        first, second = order[:size // 2].sort().values, order[size // 2:].sort().values
+        folds += [(first, second), (second, first)]
+    return folds
+
+
+def cross_validated_selection(probabilities: Sequence[torch.Tensor],
+                              score: Callable[[torch.Tensor, torch.Tensor], float], repeats: int = 5,
+                              seed: int = 0) -> tuple[str, pd.DataFrame, list[int], list[float]]:
+    """Chooses between the selections :data:`CROSS_VALIDATED` on validation alone: each selects
+    members on one half of the validation rows and is scored on the other half
+    (:func:`validation_folds`); the selection of the best mean held-out score (the simplest of
+    equals) then selects on all of validation. A greedy selection's own validation score is
+    optimistic, the more so the more runs it chooses from, since it is the score it maximised;
+    the held-out halves tell whether its choice carries to molecules it did not choose on.
+
+    Returns the selection's name, the table of held-out scores (a row per selection: the mean
+    ``held_out``, its ``std`` and one column per fold), and what :func:`select_members` returns
+    for it on all rows."""
+    folds = validation_folds(len(probabilities[0]), repeats, seed)
+    held_out = {method: [] for method in CROSS_VALIDATED}
+    for fit, test in folds:
+        for method in CROSS_VALIDATED:
+            chosen, _ = select_members(method, probabilities, score, fit)
+            held_out[method].append(score(_mean(probabilities, chosen, test), test))
+    table = pd.DataFrame(held_out, index=pd.RangeIndex(1, len(folds) + 1, name="fold")).T
+    table.insert(0, "std", table.std(axis=1, ddof=0))
+    table.insert(0, "held_out", table.drop(columns="std").mean(axis=1))
+    table.index.name = "selection"
+    best = max(CROSS_VALIDATED, key=lambda method: (table.loc[method, "held_out"], -CROSS_VALIDATED.index(method)))
+    return (best, table, *select_members(best, probabilities, score, torch.arange(len(probabilities[0]))))
+
+
+def _mean(probabilities: Sequence[torch.Tensor], chosen: Sequence[int], rows: torch.Tensor) -> torch.Tensor:
+    """The mean probability on ``rows`` of the candidates ``chosen``, each as many times as it is listed."""
+    return torch.stack([probabilities[i][rows] for i in chosen]).mean(dim=0)
 
 
 def ensemble_main(args: Sequence[str]) -> Ensemble:
@@ -469,7 +553,9 @@ def ensemble_main(args: Sequence[str]) -> Ensemble:
     parser.add_argument("--select", choices=SELECTIONS, default="all",
                         help="all: every run is a member; greedy: forward selection on the validation set "
                              "(Caruana et al. 2004), the steps written into selection.csv; greedy_with_replacement: "
-                             "the same, a run may be chosen again (its weight: how many times)")
+                             "the same, a run may be chosen again (its weight: how many times); cross_validated: "
+                             "whichever of the three scores best on held-out halves of validation "
+                             "(cross_validation.csv)")
     parser.add_argument("checkpoints", nargs="+", help="one checkpoint of each run (in its checkpoints/ folder)")
     options = parser.parse_args(list(args))
     return assemble_ensemble(options.checkpoints, options.out, options.select)

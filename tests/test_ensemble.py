@@ -22,7 +22,8 @@ from sklearn.metrics import roc_auc_score
 from graphmem.cli import main
 from graphmem.data import MoleculeDataModule
 from graphmem.data.molecule import TOX21_TASKS
-from graphmem.ensemble import Member, export_ensemble, greedy_selection, load_ensemble, write_manifest
+from graphmem.ensemble import (CROSS_VALIDATED, Member, cross_validated_selection, export_ensemble, greedy_selection,
+                               load_ensemble, validation_folds, write_manifest)
 from graphmem.errors import GraphmemError
 from graphmem.recipe import checkpoint_data
 from tests.conftest import molecule_table, reference_probabilities, write_tox21
@@ -314,6 +315,67 @@ def test_a_greedy_ensemble_keeps_the_runs_that_validation_chose(trained, tmp_pat
     assert [Path(run) for run in steps["run"]] == [runs[(0, 1, 7).index(seed)] for seed in chosen]
     val = pd.read_csv(tmp_path / "greedy" / "val_roc_auc.csv", index_col="task")
     assert val.loc["mean", "ensemble"] == pytest.approx(score(chosen), abs=1e-6)
+
+
+def test_validation_folds_halve_the_rows_and_mirror_each_other():
+    folds = validation_folds(11, repeats=3, seed=4)
+    assert len(folds) == 6
+    for fit, held_out in folds:
+        assert sorted([*fit.tolist(), *held_out.tolist()]) == list(range(11)) and len(fit) in (5, 6)
+    assert all(torch.equal(folds[i][0], folds[i + 1][1]) for i in range(0, 6, 2))
+    assert len({tuple(fit.tolist()) for fit, _ in folds[::2]}) == 3  # three different halvings
+    assert all(torch.equal(a, b) for fold, again in zip(folds, validation_folds(11, 3, 4)) for a, b in zip(fold, again))
+
+
+def test_cross_validated_selection_scores_each_selection_on_the_held_out_half_by_hand():
+    """Eight candidates on 60 rows of 2 tasks: one informative, the others noise of which some fit
+    a few rows by chance. Every held-out score is recomputed with sklearn from the members each
+    selection chose on the other half (greedy_selection is checked by hand above); the
+    selection kept is the best on held-out rows, and it then selects on all rows."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (60, 2), generator=generator).float()
+    signal = (0.6 * labels + 0.4 * torch.rand(60, 2, generator=generator)).clamp(0, 1)
+    candidates = [signal, *(torch.rand(60, 2, generator=generator) for _ in range(7))]
+
+    def score(probability: torch.Tensor, rows: torch.Tensor) -> float:
+        return float(np.mean([roc_auc_score(labels[rows, t], probability[:, t]) for t in range(2)]))
+
+    method, table, chosen, path = cross_validated_selection(candidates, score, repeats=2, seed=1)
+    folds = validation_folds(60, 2, 1)
+    assert list(table.index) == list(CROSS_VALIDATED) and list(table.columns) == ["held_out", "std", 1, 2, 3, 4]
+    for number, (fit, held_out) in enumerate(folds, start=1):
+        picks = {"all": list(range(8)),
+                 "greedy": greedy_selection([c[fit] for c in candidates], lambda p: score(p, fit))[0],
+                 "greedy_with_replacement": greedy_selection([c[fit] for c in candidates], lambda p: score(p, fit),
+                                                             replacement=True)[0]}
+        for selection, members in picks.items():
+            mean = torch.stack([candidates[i][held_out] for i in members]).mean(0)
+            assert table.loc[selection, number] == pytest.approx(score(mean, held_out), abs=1e-9)
+    assert table["held_out"].tolist() == pytest.approx(table[[1, 2, 3, 4]].mean(axis=1).tolist())
+    assert method == table["held_out"].idxmax()
+    everything = torch.arange(60)
+    if method == "all":
+        assert chosen == list(range(8))
+    else:
+        assert (chosen, path) == greedy_selection(candidates, lambda p: score(p, everything),
+                                                  replacement=method == "greedy_with_replacement")
+
+
+def test_a_cross_validated_ensemble_keeps_what_the_held_out_halves_chose(trained, tmp_path, capsys):
+    members = load_ensemble(trained["folder"]).members
+    main(["ensemble", "--select", "cross_validated", "--out", str(tmp_path / "cv"), *(str(m.checkpoint) for m in members)])
+    table = pd.read_csv(tmp_path / "cv" / "cross_validation.csv", index_col="selection")
+    assert list(table.index) == list(CROSS_VALIDATED) and len(table.columns) == 2 + 10
+    best = table["held_out"].idxmax()
+    assert f"{best.replace('_', ' ')} scores best" in capsys.readouterr().out
+    ensemble = load_ensemble(tmp_path / "cv")
+    if best == "all":
+        assert [m.seed for m in ensemble.members] == [m.seed for m in members]
+        assert not (tmp_path / "cv" / "selection.csv").exists()
+    else:
+        steps = pd.read_csv(tmp_path / "cv" / "selection.csv", index_col="size")
+        chosen = Counter(int(name.removeprefix("seed ")) for name in steps["added"])
+        assert sorted(chosen.items()) == [(m.seed, m.weight) for m in ensemble.members]
 
 
 def test_an_unknown_selection_is_refused_in_one_line(trained, tmp_path, capsys):
