@@ -394,7 +394,7 @@ def assemble_ensemble(checkpoints: Sequence[str | os.PathLike], out: str | os.Pa
         if select == "cross_validated":
             method, table, chosen, path = cross_validated_selection(validation, score)
             table.to_csv(out / CROSS_VALIDATION_FILE, mode="x")
-            print(f"cross-validated selection: on held-out halves of validation (mean of {len(table.columns) - 1} "
+            print(f"cross-validated selection: on held-out halves of validation (mean of {len(table.columns) - 2} "
                   f"folds) {method.replace('_', ' ')} scores best:\n{table[['held_out', 'std']].to_string()}")
         else:
             method = select

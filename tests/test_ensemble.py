@@ -367,7 +367,8 @@ def test_a_cross_validated_ensemble_keeps_what_the_held_out_halves_chose(trained
     table = pd.read_csv(tmp_path / "cv" / "cross_validation.csv", index_col="selection")
     assert list(table.index) == list(CROSS_VALIDATED) and len(table.columns) == 2 + 10
     best = table["held_out"].idxmax()
-    assert f"{best.replace('_', ' ')} scores best" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(mean of 10 folds) " + best.replace('_', ' ') + " scores best" in printed
     ensemble = load_ensemble(tmp_path / "cv")
     if best == "all":
         assert [m.seed for m in ensemble.members] == [m.seed for m in members]
