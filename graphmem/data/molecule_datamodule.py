@@ -16,6 +16,12 @@ from graphmem.data.splits import make_split
 from graphmem.errors import GraphmemError
 
 
+def graph_loader(graphs: Sequence, batch_size: int, num_workers: int, shuffle: bool = False) -> DataLoader:
+    """PyG batches of ``graphs``; workers, when there are any, live as long as the loader."""
+    return DataLoader(graphs, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
+
+
 class MoleculeDataModule(L.LightningDataModule):
     """MoleculeNet set ``dataset`` split into train / validation / test and batched as PyG ``Batch``es.
 
@@ -118,8 +124,7 @@ class MoleculeDataModule(L.LightningDataModule):
         return len(DESCRIPTOR_NAMES) if self.hparams.descriptors else 0
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+        return graph_loader(self.splits[name], self.hparams.batch_size, self.hparams.num_workers, shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -13,6 +13,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from graphmem.data.molecule import MOLECULENET, load_moleculenet, moleculenet_path, moleculenet_tasks
+from graphmem.data.molecule_datamodule import graph_loader
 from graphmem.data.splits import make_split
 from graphmem.errors import GraphmemError
 
@@ -133,12 +134,8 @@ class MoleculePretrainDataModule(L.LightningDataModule):
                                     self.hparams.split_seed)
         return set(molecule_keys([molecules.smiles[i] for i in [*valid, *test]]))
 
-    def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[name], batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return graph_loader(self.splits["train"], self.hparams.batch_size, self.hparams.num_workers, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("valid")
+        return graph_loader(self.splits["valid"], self.hparams.batch_size, self.hparams.num_workers)
