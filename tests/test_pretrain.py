@@ -212,6 +212,23 @@ def test_pretrain_then_fine_tune_through_the_recipes(tmp_path: Path):
             assert torch.equal(value, pretrained[key]), key
 
 
+def test_a_resumed_fine_tuning_takes_its_checkpoint_not_the_pretrained_file(tmp_path: Path):
+    write_tox21(tmp_path, molecule_table(240))
+    pretrained = _pretrained_checkpoint(tmp_path, _network(num_layers=4))
+    args = ["fit", "--config", str(RECIPES_DIR / "tox21_gat_scaffold.yaml"), "--data.init_args.root", str(tmp_path),
+            "--model.init_args.model.init_args.hidden_channels", "16", "--model.init_args.model.init_args.heads", "2",
+            "--model.init_args.pretrained", str(pretrained), "--trainer.limit_train_batches", "2",
+            "--test_after_fit", "false", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger.init_args.save_dir", str(tmp_path / "run")]
+    first = main([*args, "--trainer.max_epochs", "1"])
+    trained = {key: value.clone() for key, value in first.model.state_dict().items()}
+    pretrained.unlink()  # resuming needs only the run's own checkpoint
+    resumed = main([*args, "--trainer.max_epochs", "1", "--ckpt_path", "last"])
+    assert resumed.trainer.current_epoch == 1
+    for key, value in resumed.model.state_dict().items():
+        assert torch.equal(value, trained[key]), key  # max_epochs reached: restored, not trained, not re-loaded
+
+
 def test_fine_tuning_refuses_a_pretrained_run_of_another_architecture(tmp_path: Path):
     write_tox21(tmp_path, molecule_table(240))
     path = _pretrained_checkpoint(tmp_path, _network(hidden_channels=32, num_layers=4))

@@ -75,8 +75,10 @@ class GraphPropertyTask(L.LightningModule):
         self._outputs: dict[str, list[tuple[Tensor, Tensor]]] = {"val": [], "test": []}
         self._warned_undefined = False
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.pretrained and self.trainer.ckpt_path is None:
+    def on_fit_start(self) -> None:
+        # here, not in setup: a resumed fit has restored its checkpoint by now (and set ckpt_path),
+        # and the pretrained file is not needed; EMA's average copies the weights at its first update
+        if self.hparams.pretrained and self.trainer.ckpt_path is None:
             copied = load_encoder(self.model, self.hparams.pretrained)
             rank_zero_info(f"encoder ({copied} tensors) from {self.hparams.pretrained}")
 
