@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch
 
 from graphmem.cli import main
-from graphmem.data import MoleculeDataModule, MoleculePretrainDataModule, molecule_keys, scaffold_split, smiles_to_graph
+from graphmem.data import (MoleculeDataModule, MoleculePretrainDataModule, make_split, molecule_keys, scaffold_split,
+                           smiles_to_graph)
 from graphmem.errors import GraphmemError
 from graphmem.lit import AttributeMaskingTask, GraphPropertyTask, atom_mask, load_encoder
 from graphmem.models import MoleculeGAT
@@ -180,6 +181,30 @@ def test_the_corpus_leaves_out_the_downstream_held_out_molecules_and_their_stere
     assert len(data.splits["valid"]) == round(0.2 * (len(train) + 2))
     assert data.num_tasks == 12
     assert "y" not in data.splits["train"][0]
+
+
+def test_a_supervised_set_leaves_out_the_downstream_held_out_molecules_before_its_split(tmp_path: Path):
+    write_tox21(tmp_path, molecule_table(len(SMILES)))
+    _, valid, test = scaffold_split(SMILES)
+    held_out = {SMILES[i] for i in [*valid, *test]}
+    train = [SMILES[i] for i in range(len(SMILES)) if SMILES[i] not in held_out]
+    # ten new molecules keep the random split's parts non-empty; nicotine's other enantiomer is left out too
+    new = ["C" * n + "O" for n in range(1, 11)]
+    smiles = [*sorted(held_out), "CN1CCC[C@@H]1c1cccnc1", *train, *new]
+    _write(tmp_path, "BBBP.csv", pd.DataFrame({"smiles": smiles, "p_np": [i % 2 for i in range(len(smiles))]}))
+    data = MoleculeDataModule(dataset="bbbp", split="random", root=str(tmp_path), exclude="tox21")
+    data.setup()
+    kept = [graph.smiles for part in ("train", "valid", "test") for graph in data.splits[part]]
+    assert sorted(kept) == sorted(train + new)
+    assert data.excluded == len(held_out) + 1
+    assert [len(data.splits[part]) for part in ("train", "valid", "test")] == [
+        len(part) for part in make_split("random", train + new, (0.8, 0.1, 0.1), 0)]
+    # without exclude every row is there
+    everything = MoleculeDataModule(dataset="bbbp", split="random", root=str(tmp_path))
+    everything.setup()
+    assert sum(len(part) for part in everything.splits.values()) == len(smiles)
+    with pytest.raises(GraphmemError, match="unknown MoleculeNet set 'zinc' to exclude"):
+        MoleculeDataModule(dataset="bbbp", exclude="zinc")
 
 
 def test_the_corpus_refuses_unknown_sets_and_a_bad_val_fraction():

@@ -7,7 +7,8 @@ from graphmem.data.download import DataFileError, fetch
 from graphmem.data.link_datamodule import LinkDataModule
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
 from graphmem.data.molecule_datamodule import MoleculeDataModule
-from graphmem.data.pretrain_datamodule import MoleculePretrainDataModule, molecule_keys
+from graphmem.data.held_out import held_out_keys, molecule_keys
+from graphmem.data.pretrain_datamodule import MoleculePretrainDataModule
 from graphmem.data.neighbor_sampler import UniformNeighborSampler, neighbor_loader
 from graphmem.data.node_datamodule import NodeDataModule
 from graphmem.data.planetoid import karate_club, load_planetoid
@@ -35,6 +36,7 @@ __all__ = [
     "MoleculeDataModule",
     "MoleculePretrainDataModule",
     "molecule_keys",
+    "held_out_keys",
     "MoleculeSet",
     "NodeDataModule",
     "karate_club",

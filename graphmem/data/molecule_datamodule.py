@@ -11,7 +11,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.loader import DataLoader
 
 from graphmem.data.descriptors import DESCRIPTOR_NAMES, add_descriptors
-from graphmem.data.molecule import MoleculeSet, load_moleculenet, moleculenet_path, moleculenet_tasks
+from graphmem.data.held_out import held_out_keys, molecule_keys
+from graphmem.data.molecule import MOLECULENET, MoleculeSet, load_moleculenet, moleculenet_path, moleculenet_tasks
 from graphmem.data.splits import make_split
 from graphmem.errors import GraphmemError
 
@@ -40,6 +41,12 @@ class MoleculeDataModule(L.LightningDataModule):
         descriptors: give every molecule RDKit's 2D descriptors as ``graph.descriptors``
             (:mod:`graphmem.data.descriptors`); a recipe's model takes their number as
             ``descriptor_size``.
+        exclude: a downstream set whose validation and test molecules (under ``exclude_split`` with
+            the recipes' fractions 0.8/0.1/0.1 and split seed 0), stereoisomers included, are removed from this set
+            before it is split, so that a model trained here (supervised pretraining, then
+            ``--model.init_args.pretrained``) has never seen a molecule it is scored on there;
+            ``None``: none. The count removed is reported beside the split.
+        exclude_split: the downstream set's split, ``scaffold`` or ``random``.
     """
 
     def __init__(
@@ -53,15 +60,21 @@ class MoleculeDataModule(L.LightningDataModule):
         root: str | None = None,
         task_names: Sequence[str] | None = None,
         descriptors: bool = False,
+        exclude: str | None = None,
+        exclude_split: str = "scaffold",
     ) -> None:
         super().__init__()
+        if exclude is not None and exclude.lower() not in MOLECULENET:
+            raise GraphmemError(f"unknown MoleculeNet set {exclude!r} to exclude; choose from {sorted(MOLECULENET)}")
         self.save_hyperparameters()
+        self.excluded = 0
         self.molecules: MoleculeSet | None = None
         self.splits: dict[str, list] = {}
 
     def prepare_data(self) -> None:
         # Download once per node, before the processes of a multi-device run read the file.
-        moleculenet_path(self.hparams.dataset, self.hparams.root)
+        for name in {self.hparams.dataset, *([self.hparams.exclude] if self.hparams.exclude else [])}:
+            moleculenet_path(name, self.hparams.root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.molecules is not None:
@@ -73,6 +86,8 @@ class MoleculeDataModule(L.LightningDataModule):
         for warning in caught:
             if str(warning.message) != self.molecules.summary():
                 warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        if self.hparams.exclude:
+            self._exclude()
         if self.hparams.descriptors:
             add_descriptors(self.molecules.graphs)
         train, valid, test = make_split(self.hparams.split, self.molecules.smiles, self.hparams.fractions,
@@ -86,8 +101,22 @@ class MoleculeDataModule(L.LightningDataModule):
                                 f"{list(self.molecules.tasks)}, not the task_names {list(names)}")
         for name in ("valid", "test"):
             self._check_two_classes(name)
-        rank_zero_info(f"{self.molecules.summary()}; {self.hparams.split} split "
+        excluded = (f"; {self.excluded} left out as {self.hparams.exclude}'s {self.hparams.exclude_split} "
+                    f"validation and test molecules" if self.hparams.exclude else "")
+        rank_zero_info(f"{self.molecules.summary()}{excluded}; {self.hparams.split} split "
                        f"{len(train)}/{len(valid)}/{len(test)}")
+
+    def _exclude(self) -> None:
+        # the downstream recipes' split, not this set's own fractions and seed
+        held_out = held_out_keys(self.hparams.exclude, self.hparams.exclude_split, root=self.hparams.root)
+        molecules = self.molecules
+        keep = [i for i, key in enumerate(molecule_keys(molecules.smiles)) if key not in held_out]
+        self.excluded = len(molecules) - len(keep)
+        if not keep:
+            raise GraphmemError(f"every molecule of {self.hparams.dataset} is among {self.hparams.exclude}'s "
+                                f"validation and test molecules; nothing is left to train on")
+        molecules.graphs = [molecules.graphs[i] for i in keep]
+        molecules.rows = [molecules.rows[i] for i in keep]
 
     def _check_two_classes(self, name: str) -> None:
         """Refuses a validation or test split on which ROC-AUC is undefined in every task (each

@@ -8,26 +8,13 @@ from collections.abc import Sequence
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from rdkit import Chem, RDLogger
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from graphmem.data.held_out import held_out_keys, molecule_keys
 from graphmem.data.molecule import MOLECULENET, load_moleculenet, moleculenet_path, moleculenet_tasks
 from graphmem.data.molecule_datamodule import graph_loader
-from graphmem.data.splits import make_split
 from graphmem.errors import GraphmemError
-
-
-def molecule_keys(smiles: Sequence[str]) -> list[str]:
-    """Each molecule's canonical SMILES without stereochemistry, so that the stereoisomers of a
-    held-out molecule count as it (a SMILES RDKit cannot read is its own key)."""
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        mols = [Chem.MolFromSmiles(text) for text in smiles]
-    finally:
-        RDLogger.EnableLog("rdApp.*")
-    return [Chem.MolToSmiles(mol, isomericSmiles=False) if mol is not None else text
-            for mol, text in zip(mols, smiles)]
 
 
 class MoleculePretrainDataModule(L.LightningDataModule):
@@ -85,7 +72,8 @@ class MoleculePretrainDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        held_out = self._held_out()
+        held_out = (held_out_keys(self.hparams.exclude, self.hparams.exclude_split, self.hparams.fractions,
+                                  self.hparams.split_seed, self.hparams.root) if self.hparams.exclude else set())
         corpus: dict[str, Data] = {}
         skipped = duplicates = excluded = 0
         for name in self.hparams.datasets:
@@ -122,17 +110,6 @@ class MoleculePretrainDataModule(L.LightningDataModule):
         """The width of the head that pretraining leaves untrained (see :class:`~graphmem.lit.AttributeMaskingTask`):
         the ``exclude`` set's task count, so that the pretrained network has the fine-tuned one's shape."""
         return len(moleculenet_tasks(self.hparams.exclude, self.hparams.root)) if self.hparams.exclude else 1
-
-    def _held_out(self) -> set[str]:
-        """The keys (:func:`molecule_keys`) of the downstream set's validation and test molecules."""
-        if self.hparams.exclude is None:
-            return set()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            molecules = load_moleculenet(self.hparams.exclude, self.hparams.root)
-        _, valid, test = make_split(self.hparams.exclude_split, molecules.smiles, self.hparams.fractions,
-                                    self.hparams.split_seed)
-        return set(molecule_keys([molecules.smiles[i] for i in [*valid, *test]]))
 
     def train_dataloader(self) -> DataLoader:
         return graph_loader(self.splits["train"], self.hparams.batch_size, self.hparams.num_workers, shuffle=True)
