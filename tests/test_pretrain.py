@@ -263,3 +263,29 @@ def test_fine_tuning_refuses_a_pretrained_run_of_another_architecture(tmp_path: 
                         enable_model_summary=False)
     with pytest.raises(GraphmemError, match="pretrain with the same hidden_channels"):
         trainer.fit(task, MoleculeDataModule(root=str(tmp_path), split="scaffold"))
+
+
+def test_supervised_transfer_then_fine_tune_through_the_recipes(tmp_path: Path):
+    table = molecule_table(240)
+    write_tox21(tmp_path, table)
+    # a ToxCast-shaped file of other width: 3 assays on the same molecules and ten more
+    smiles = [*SMILES, *("C" * n + "N" for n in range(1, 11))] * 4
+    toxcast = pd.DataFrame({"smiles": smiles, **{f"assay_{k}": [(i + k) % 2 for i in range(len(smiles))]
+                                                 for k in range(3)}})
+    _write(tmp_path, "toxcast_data.csv.gz", toxcast)
+    small = ["--model.init_args.model.init_args.hidden_channels", "16", "--trainer.max_epochs", "1",
+             "--trainer.enable_progress_bar", "false", "--data.init_args.root", str(tmp_path)]
+    transfer = main(["fit", "--config", str(RECIPES_DIR / "toxcast_transfer.yaml"), *small,
+                     "--test_after_fit", "false", "--trainer.default_root_dir", str(tmp_path / "pre"),
+                     "--trainer.logger.init_args.save_dir", str(tmp_path / "pre")])
+    assert transfer.datamodule.excluded > 0 and transfer.model.model.head[-1].out_features == 3
+    checkpoint = next((tmp_path / "pre").rglob("*.ckpt"))
+    fine = main(["fit", "--config", str(RECIPES_DIR / "tox21_gat_scaffold.yaml"), *small,
+                 "--trainer.limit_train_batches", "0", "--test_after_fit", "false",
+                 "--model.init_args.model.init_args.virtual_node", "true", "--model.init_args.pretrained", str(checkpoint),
+                 "--trainer.default_root_dir", str(tmp_path / "fine"), "--trainer.logger.init_args.save_dir", str(tmp_path / "fine")])
+    pretrained = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in fine.model.state_dict().items():
+        if key.split(".")[1] in ENCODER:
+            assert torch.equal(value, pretrained[key]), key
+    assert fine.model.model.head[-1].out_features == 12  # the head is Tox21's own, not ToxCast's
