@@ -26,10 +26,10 @@ SMILES = [
 ]
 
 
-def molecule_table(n: int, seed: int = 0, bad: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A Tox21-shaped table: ``n`` molecules with random labels (about 20% missing), then ``bad`` rows."""
+def molecule_table(n: int, seed: int = 0, bad: tuple[str, ...] = (), molecules: list[str] = SMILES) -> pd.DataFrame:
+    """A Tox21-shaped table: ``n`` of ``molecules`` (cycled) with random labels (about 20% missing), then ``bad`` rows."""
     rng = np.random.default_rng(seed)
-    smiles = [SMILES[i % len(SMILES)] for i in range(n)] + list(bad)
+    smiles = [molecules[i % len(molecules)] for i in range(n)] + list(bad)
     labels = rng.integers(0, 2, size=(len(smiles), len(TOX21_TASKS))).astype(float)
     labels[rng.random(labels.shape) < 0.2] = np.nan
     table = pd.DataFrame(labels, columns=list(TOX21_TASKS))

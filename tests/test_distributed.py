@@ -52,9 +52,12 @@ def _common(tox21_root: Path, run_dir: Path) -> list[str]:
 
 def test_ddp_two_processes_test_roc_auc_equals_whole_test_set(tmp_path):
     """250 molecules -> 200 / 25 / 25: the validation and test sets are odd, so the 2-rank
-    sampler pads each with one repeat, which must not count in the ROC-AUC."""
+    sampler pads each with one repeat, which must not count in the ROC-AUC. The molecules are
+    distinct: copies of one molecule would tie, and batches of other sizes break float ties in
+    other ways, which moves ROC-AUC as much as a counted repeat would."""
     tox21_root = tmp_path / "data"
-    write_tox21(tox21_root, molecule_table(250))
+    distinct = [f"{'C' * n}{group}" for group in ("O", "N", "Cl", "F", "C(=O)O") for n in range(1, 51)]
+    write_tox21(tox21_root, molecule_table(250, molecules=distinct))
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "graphmem", "fit", *_common(tox21_root, run_dir),
                "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.max_epochs", "1",
