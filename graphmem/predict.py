@@ -31,7 +31,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch_geometric.loader import DataLoader
 
-from graphmem.data.descriptors import add_descriptors
+from graphmem.data.fingerprints import add_model_features
 from graphmem.data.molecule import smiles_to_graphs
 from graphmem.ensemble import Ensemble, ensemble_table, load_ensemble, manifest_path
 from graphmem.errors import GraphmemError
@@ -48,8 +48,7 @@ def predict_smiles(task: LightningModule, trainer: Trainer, smiles: Sequence[str
     probabilities and the reason in ``error``.
     """
     graphs, rows, skipped = smiles_to_graphs(smiles)
-    if getattr(task.model, "descriptor_size", 0):
-        add_descriptors(graphs, cache=False)
+    add_model_features(task.model, graphs, cache=False)
     table = pd.DataFrame({"index": range(len(smiles)), "smiles": list(smiles)})
     probabilities = torch.full((len(smiles), len(task_names)), float("nan"))
     if graphs:

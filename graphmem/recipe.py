@@ -35,7 +35,7 @@ from graphmem.recipe_index import RECIPES_DIR, recipe_summaries  # noqa: F401 (p
 #: not name them, so that its model cannot disagree with its data (see :class:`GraphmemCLI`)
 DATA_SIZES = {"num_tasks": "num_tasks", "num_features": "in_channels", "num_classes": "num_classes",
               "vocab_size": "vocab_size", "input_size": "input_size", "output_size": "output_size",
-              "descriptor_size": "descriptor_size"}
+              "descriptor_size": "descriptor_size", "fingerprint_size": "fingerprint_size"}
 MOLECULE_DATA = "MoleculeDataModule"
 RECIPE_KEYS = ("seed_everything", "trainer", "model", "data", "test_after_fit", "optimizer", "lr_scheduler")
 # subcommands that score a model: without a checkpoint they would score random weights

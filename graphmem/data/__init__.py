@@ -3,6 +3,8 @@
 from graphmem.data.algorithmic import AlgorithmicDataModule, associative_recall_batch, copy_batch, repeat_copy_batch
 from graphmem.data.babi import BabiDataModule, BabiExample, BabiFormatError, Vocabulary, load_babi, parse_babi
 from graphmem.data.descriptors import DESCRIPTOR_NAMES, add_descriptors, descriptor_table, rdkit_descriptors
+from graphmem.data.fingerprints import (FINGERPRINT_SIZE, add_fingerprints, add_model_features, fingerprint_table,
+                                        morgan_counts)
 from graphmem.data.download import DataFileError, fetch
 from graphmem.data.link_datamodule import LinkDataModule
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, SmilesError, load_moleculenet, smiles_to_graph
@@ -18,6 +20,11 @@ from graphmem.data.synthetic import SyntheticGraph
 __all__ = [
     "DESCRIPTOR_NAMES",
     "add_descriptors",
+    "FINGERPRINT_SIZE",
+    "add_fingerprints",
+    "add_model_features",
+    "fingerprint_table",
+    "morgan_counts",
     "descriptor_table",
     "rdkit_descriptors",
     "BabiDataModule",

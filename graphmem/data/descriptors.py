@@ -20,20 +20,15 @@ Computing them costs about 10 ms a molecule, so a data set's table is cached in
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
-import rdkit
 import torch
-from lightning.pytorch.utilities import rank_zero_info
-from rdkit import Chem, RDLogger
+from rdkit import Chem
 from rdkit.Chem import Descriptors
 from torch import Tensor
 from torch_geometric.data import Data
 
-from graphmem.data.download import cache_dir
+from graphmem.data.feature_cache import cached_table
 
 DESCRIPTOR_NAMES: tuple[str, ...] = tuple(name for name, _ in Descriptors.descList)
 _FUNCTIONS = tuple(function for _, function in Descriptors.descList)
@@ -56,27 +51,8 @@ def rdkit_descriptors(smiles: str) -> Tensor:
 def descriptor_table(smiles: Sequence[str], cache: bool = True) -> Tensor:
     """``(len(smiles), D)``: :func:`rdkit_descriptors` of each SMILES, read from the cache when
     the same SMILES were computed before with this RDKit (``cache=False``: always computed)."""
-    key = hashlib.sha256("\n".join([rdkit.__version__, *DESCRIPTOR_NAMES, "", *smiles]).encode()).hexdigest()[:20]
-    path = cache_dir() / "descriptors" / f"{key}.pt"
-    if cache and path.exists():
-        table = torch.load(path, weights_only=True)
-        if table.shape == (len(smiles), len(DESCRIPTOR_NAMES)):
-            return table
-    if len(smiles) > 1000:  # about 10 ms a molecule: say why the run is quiet for a while
-        rank_zero_info(f"computing RDKit's {len(DESCRIPTOR_NAMES)} descriptors for {len(smiles)} molecules "
-                       f"(about {len(smiles) // 100} s; cached in {path.parent} for the next run)")
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        table = torch.stack([rdkit_descriptors(text) for text in smiles]) if smiles else (
-            torch.zeros(0, len(DESCRIPTOR_NAMES)))
-    finally:
-        RDLogger.EnableLog("rdApp.*")
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")  # a killed run leaves no half-written cache
-        torch.save(table, partial)
-        partial.replace(path)
-    return table
+    return cached_table("descriptors", DESCRIPTOR_NAMES, smiles, len(DESCRIPTOR_NAMES), rdkit_descriptors,
+                        seconds_per_molecule=0.01, cache=cache)
 
 
 def add_descriptors(graphs: Sequence[Data], cache: bool = True) -> None:

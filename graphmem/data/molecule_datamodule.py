@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch_geometric.loader import DataLoader
 
 from graphmem.data.descriptors import DESCRIPTOR_NAMES, add_descriptors
+from graphmem.data.fingerprints import FINGERPRINT_SIZE, add_fingerprints
 from graphmem.data.held_out import held_out_keys, molecule_keys
 from graphmem.data.molecule import MOLECULENET, MoleculeSet, load_moleculenet, moleculenet_path, moleculenet_tasks
 from graphmem.data.splits import make_split
@@ -41,6 +42,9 @@ class MoleculeDataModule(L.LightningDataModule):
         descriptors: give every molecule RDKit's 2D descriptors as ``graph.descriptors``
             (:mod:`graphmem.data.descriptors`); a recipe's model takes their number as
             ``descriptor_size``.
+        fingerprints: give every molecule its Morgan count fingerprint as ``graph.fingerprints``
+            (:mod:`graphmem.data.fingerprints`); a recipe's model takes their size as
+            ``fingerprint_size``.
         exclude: a downstream set whose validation and test molecules (under ``exclude_split`` with
             the recipes' fractions 0.8/0.1/0.1 and split seed 0), stereoisomers included, are removed from this set
             before it is split, so that a model trained here (supervised pretraining, then
@@ -60,6 +64,7 @@ class MoleculeDataModule(L.LightningDataModule):
         root: str | None = None,
         task_names: Sequence[str] | None = None,
         descriptors: bool = False,
+        fingerprints: bool = False,
         exclude: str | None = None,
         exclude_split: str = "scaffold",
     ) -> None:
@@ -90,6 +95,8 @@ class MoleculeDataModule(L.LightningDataModule):
             self._exclude()
         if self.hparams.descriptors:
             add_descriptors(self.molecules.graphs)
+        if self.hparams.fingerprints:
+            add_fingerprints(self.molecules.graphs)
         train, valid, test = make_split(self.hparams.split, self.molecules.smiles, self.hparams.fractions,
                                         self.hparams.split_seed)
         graphs = self.molecules.graphs
@@ -151,6 +158,11 @@ class MoleculeDataModule(L.LightningDataModule):
     def descriptor_size(self) -> int:
         """Descriptors per molecule (0 without ``descriptors``), which sizes a recipe's model."""
         return len(DESCRIPTOR_NAMES) if self.hparams.descriptors else 0
+
+    @property
+    def fingerprint_size(self) -> int:
+        """Fingerprint bins per molecule (0 without ``fingerprints``), which sizes a recipe's model."""
+        return FINGERPRINT_SIZE if self.hparams.fingerprints else 0
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         return graph_loader(self.splits[name], self.hparams.batch_size, self.hparams.num_workers, shuffle)
