@@ -61,11 +61,13 @@ commands:
 #: library messages that say nothing about the user's run: a deprecation inside Lightning's own
 #: code, a note on an IterableDataset that graphmem's loaders size correctly, LightningCLI's
 #: caution when given arguments while the process has its own (graphmem hands it each recipe
-#: that predict loads and each member that fit --ensemble trains), an advertisement
+#: that predict loads and each member that fit --ensemble trains), the note that a fit has no
+#: optimizer (a forest, graphmem.lit.ForestTask, has none by design), an advertisement
 LIBRARY_NOISE: tuple[str, ...] = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Your `IterableDataset` has `__len__` defined",
     r"LightningCLI's args parameter is intended to run from within Python",
+    r"`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
 )
 ADVERTISEMENT = "💡 Tip:"
 

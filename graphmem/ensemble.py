@@ -47,6 +47,7 @@ import pandas as pd
 import torch
 import yaml
 
+from graphmem.data.fingerprints import add_model_features
 from graphmem.errors import GraphmemError
 from graphmem.lit.callbacks import DATA_KEY
 from graphmem.lit.checkpoint import check_checkpoint
@@ -612,6 +613,9 @@ def _member_probabilities(run: GraphmemCLI, members: Sequence[Member], loaders: 
             models[network] = load_recipe(str(member.config), str(member.checkpoint),
                                           ["--trainer.enable_progress_bar", "false"]).model
         model = models[network]
+        molecules = getattr(run.datamodule, "molecules", None)
+        if molecules is not None:  # a forest beside a GAT reads fingerprints the GAT's recipe does not load
+            add_model_features(model.model, molecules.graphs)
         checkpoint = torch.load(member.checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)  # what the checkpoint holds beside the weights

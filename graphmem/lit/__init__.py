@@ -3,6 +3,7 @@
 from graphmem.lit.callbacks import DataIdentity, EpochSummary, JointEarlyStopping, RandomStateCheckpoint
 from graphmem.lit.checkpoint import CheckpointError, check_checkpoint
 from graphmem.lit.graph import GraphPropertyTask, masked_bce_with_logits
+from graphmem.lit.forest import ForestTask
 from graphmem.lit.link import LinkPredictionTask
 from graphmem.lit.metrics import multitask_roc_auc
 from graphmem.lit.node import NodeClassificationTask
@@ -19,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "DataIdentity",
     "EpochSummary",
+    "ForestTask",
     "GraphPropertyTask",
     "JointEarlyStopping",
     "LinkPredictionTask",

@@ -78,7 +78,7 @@ class GraphPropertyTask(L.LightningModule):
     def on_fit_start(self) -> None:
         # here, not in setup: a resumed fit has restored its checkpoint by now (and set ckpt_path),
         # and the pretrained file is not needed; EMA's average copies the weights at its first update
-        if self.hparams.pretrained and self.trainer.ckpt_path is None:
+        if self.hparams.get("pretrained") and self.trainer.ckpt_path is None:
             copied = load_encoder(self.model, self.hparams.pretrained)
             rank_zero_info(f"encoder ({copied} tensors) from {self.hparams.pretrained}")
 

@@ -1,10 +1,11 @@
 """Ready models assembled from graphmem.nn and graphmem.memory."""
 
+from graphmem.models.forest import MoleculeForest
 from graphmem.models.link import GATLinkPredictor
 from graphmem.models.molecule import MoleculeGAT, graph_readout
 from graphmem.models.node import GATNodeClassifier
 
-__all__ = ["GATLinkPredictor", "GATNodeClassifier", "MoleculeGAT", "graph_readout"]
+__all__ = ["GATLinkPredictor", "GATNodeClassifier", "MoleculeForest", "MoleculeGAT", "graph_readout"]
 
 # attention encoder-decoder over token sequences
 from graphmem.models.seq2seq import Seq2Seq  # noqa: E402
