@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.ensemble import RandomForestClassifier
 from torch import Tensor, nn
 from torch_geometric.data import Batch
 
@@ -101,8 +102,6 @@ class MoleculeForest(nn.Module):
     def fit(self, x: Tensor, y: Tensor, seed: int = 0, n_jobs: int = 1) -> None:
         """Fits task ``t``'s forest on the rows of ``x`` ``(N, D + B)`` labelled in ``y[:, t]``
         (``(N, T)``, ``NaN`` for a missing label); ``seed`` seeds the bootstrap and feature draws."""
-        from sklearn.ensemble import RandomForestClassifier
-
         if y.shape != (x.shape[0], self.num_tasks):
             raise GraphmemError(f"the forest predicts {self.num_tasks} tasks for {x.shape[0]} molecules; the labels "
                                 f"are {tuple(y.shape)}")
@@ -130,18 +129,32 @@ class MoleculeForest(nn.Module):
             raise GraphmemError("this MoleculeForest is not fitted: train it with graphmem.lit.ForestTask "
                                 "(graphmem fit) or load a checkpoint of a fitted one")
         x = self.features(batch)
-        nodes = self.feature.shape[-1]
-        task = torch.arange(self.num_tasks, device=x.device).view(1, -1, 1)
-        # (G, T, K): where each molecule is in tree k of task t, as an index into that task's
-        # flattened (tree, node) buffers; every walk starts at its tree's root
-        at = (torch.arange(self.num_trees, device=x.device) * nodes).expand(x.shape[0], self.num_tasks, -1)
-        feature, threshold = self.feature.flatten(1).long(), self.threshold.flatten(1)
-        left, right = self.left.flatten(1).long(), self.right.flatten(1).long()
-        root = at - at % nodes
-        for _ in range(int(self.depth)):
-            value = x.gather(1, feature[task, at].flatten(1)).view_as(at)
-            at = root + torch.where(value <= threshold[task, at], left[task, at], right[task, at])
-        probability = self.value.flatten(1)[task, at].mean(-1)
+        molecules, nodes = x.shape[0], self.feature.shape[-1]
+        trees = self.num_tasks * self.num_trees
+        # one walk per (molecule, task, tree), as an index into the flattened buffers, from its
+        # tree's root; walks that reach a leaf (a node that is its own child) leave the loop, so
+        # each step costs the walks still going, not the deepest tree's depth times all of them
+        at = (torch.arange(trees, device=x.device) * nodes).repeat(molecules)
+        row = torch.arange(molecules, device=x.device).repeat_interleave(trees) * x.shape[1]
+        walk = torch.arange(at.numel(), device=x.device)
+        leaf = at.clone()
+        x_flat = x.reshape(-1)
+        for _ in range(int(self.depth) + 1):
+            feature = self.feature.view(-1).index_select(0, at).long()
+            value = x_flat.index_select(0, row + feature)
+            right = value > self.threshold.view(-1).index_select(0, at)
+            child = torch.where(right, self.right.view(-1).index_select(0, at), self.left.view(-1).index_select(0, at))
+            step = at - at % nodes + child.long()
+            done = step == at
+            if bool(done.any()):
+                leaf[walk[done]] = at[done]
+                going = ~done
+                at, row, walk = step[going], row[going], walk[going]
+            else:
+                at = step
+            if at.numel() == 0:
+                break
+        probability = self.value.view(-1).index_select(0, leaf).view(molecules, self.num_tasks, -1).mean(-1)
         probability = probability.clamp(PROBABILITY_EPS, 1 - PROBABILITY_EPS)
         return torch.log(probability) - torch.log1p(-probability)
 
