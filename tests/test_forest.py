@@ -96,14 +96,22 @@ def test_forest_refuses_what_it_cannot_use():
         forest(batch)
     with pytest.raises(GraphmemError, match=r"4 fingerprints.*got none.*fingerprints=True"):
         forest.features(batch)
-    with pytest.raises(GraphmemError, match="one class"):
-        forest.fit(torch.randn(10, 7), torch.cat([torch.ones(10, 1), torch.randint(0, 2, (10, 1)).float()], 1))
     with pytest.raises(GraphmemError, match="labels are"):
         forest.fit(torch.randn(10, 7), torch.ones(10, 3))
     with pytest.raises(GraphmemError, match="needs molecule features"):
         MoleculeForest(2)
     with pytest.raises(GraphmemError, match="max_leaf_nodes"):
         MoleculeForest(2, descriptor_size=3, max_leaf_nodes=1)
+
+
+def test_a_task_of_one_class_gets_a_constant_forest_and_a_warning():
+    forest = MoleculeForest(2, descriptor_size=3, num_trees=4, max_leaf_nodes=4)
+    y = torch.stack([torch.ones(20), torch.arange(20.0) % 2], 1)
+    y[:5, 0] = float("nan")
+    with pytest.warns(UserWarning, match="task 0 has 15 labelled training molecules, all of one class"):
+        forest.fit(torch.randn(20, 3), y)
+    batch = Batch.from_data_list([Data(descriptors=torch.randn(1, 3), num_nodes=1) for _ in range(6)])
+    assert torch.allclose(torch.sigmoid(forest(batch)[:, 0]), torch.tensor(1 - 1e-6))
 
 
 def test_forest_task_refuses_a_network():

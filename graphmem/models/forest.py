@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.ensemble import RandomForestClassifier
@@ -27,7 +29,8 @@ class MoleculeForest(nn.Module):
     :math:`x_{\mathrm{feature}(n)} \le \mathrm{threshold}(n)`, and :math:`v` is the
     (class-weighted) fraction of positive training molecules in the leaf it reaches. Each task's
     forest is fitted on the molecules labelled for it (:meth:`fit`, which
-    :class:`graphmem.lit.ForestTask` calls on the training set), with ``class_weight="balanced"``
+    :class:`graphmem.lit.ForestTask` calls on the training set; a task labelled with one class
+    only gets trees of one leaf, which predict that class, and a warning), with ``class_weight="balanced"``
     and ``sqrt(F)`` features tried per split. Trees are grown best-first to at most
     ``max_leaf_nodes`` leaves, so every tree fits in ``2 max_leaf_nodes - 1`` nodes and the
     module's buffers have the same shapes before and after fitting: a checkpoint loads into a
@@ -112,8 +115,13 @@ class MoleculeForest(nn.Module):
         for task in range(self.num_tasks):
             labelled = ~np.isnan(y_np[:, task])
             if len(np.unique(y_np[labelled, task])) < 2:
-                raise GraphmemError(f"task {task} has {int(labelled.sum())} labelled training molecules of one class "
-                                    f"or none; a forest cannot be fitted to it")
+                # nothing to split on (a few molecules, fast_dev_run): every tree is one leaf that
+                # predicts the labels' mean, and the run goes on
+                constant = float(y_np[labelled, task].mean()) if labelled.any() else 0.5
+                warnings.warn(f"task {task} has {int(labelled.sum())} labelled training molecules, all of one class "
+                              f"or none: its forest predicts {constant:.2f} for every molecule")
+                arrays["value"][task, :, 0] = constant
+                continue
             forest = RandomForestClassifier(self.num_trees, max_leaf_nodes=self.max_leaf_nodes,
                                             min_samples_leaf=self.min_samples_leaf, class_weight="balanced",
                                             random_state=seed + task, n_jobs=n_jobs)
