@@ -24,6 +24,7 @@ from rdkit.Chem import rdFingerprintGenerator
 from torch import Tensor
 from torch_geometric.data import Data
 
+from graphmem.data.descriptors import add_descriptors
 from graphmem.data.feature_cache import cached_table
 
 FINGERPRINT_RADIUS = 2
@@ -57,8 +58,6 @@ def add_model_features(model: object, graphs: Sequence[Data], cache: bool = True
     (what :class:`graphmem.models.MoleculeGAT` and :class:`graphmem.models.MoleculeForest` take).
     Prediction on new SMILES, and an ensemble whose members read different features, need them
     added after the graphs were made."""
-    from graphmem.data.descriptors import add_descriptors
-
     if not graphs:
         return
     if getattr(model, "descriptor_size", 0) and getattr(graphs[0], "descriptors", None) is None:

@@ -109,7 +109,8 @@ class MoleculeForest(nn.Module):
             raise GraphmemError(f"the forest predicts {self.num_tasks} tasks for {x.shape[0]} molecules; the labels "
                                 f"are {tuple(y.shape)}")
         x_np, y_np = x.float().cpu().numpy(), y.cpu().numpy()
-        arrays = {name: np.zeros(tuple(buffer.shape), buffer.numpy().dtype)
+        # built on the CPU whatever device the buffers are on (a forest moved to a GPU)
+        arrays = {name: np.zeros(tuple(buffer.shape), torch.empty(0, dtype=buffer.dtype).numpy().dtype)
                   for name, buffer in self.named_buffers() if name != "depth"}
         depth = 0
         for task in range(self.num_tasks):
